@@ -1,0 +1,19 @@
+//! Agora's protocol: the generated `agora.v1` gRPC code, id newtypes and resource arithmetic —
+//! the vocabulary the master, agents and frameworks share.
+
+mod ids;
+mod resources;
+mod states;
+
+pub use ids::{AgentId, FrameworkId, OfferId, StreamId, TaskId};
+pub use resources::{CPUS, DISK, GPUS, MEM, PORTS, RangeSet, ResourceError, Resources};
+pub use states::{is_terminal, now_seconds};
+
+/// Generated code for package `agora.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("agora.v1");
+}
+
+/// Version of the Agora binaries, reported by every daemon.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
