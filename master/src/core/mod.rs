@@ -1,0 +1,423 @@
+//! The master's sans-IO core: agents, frameworks, offers, the DRF allocator and task tracking.
+//!
+//! Nothing here touches a socket, a clock or a disk. The shell (gRPC services, HTTP, store)
+//! calls the methods of [`Master`] with the current time, then drains [`Master::take_commands`]
+//! and carries each [`Command`] out in order: persisting first, then sending. Timers are driven
+//! by calling [`Master::tick`] no later than [`Master::next_deadline`].
+//!
+//! Connections are named by [`ConnId`], allocated by the shell: one per agent stream and one
+//! per framework subscription stream.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use agora_proto::v1;
+use agora_proto::{AgentId, FrameworkId, OfferId, TaskId};
+use tokio::time::Instant;
+
+/// Identifies one agent connection or one framework subscription stream. Allocated by the
+/// shell, never reused within a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// The current time, injected: a monotonic instant for timers and wall-clock seconds for the
+/// timestamps carried in status updates.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic time (tokio's, so that paused-time tests drive it).
+    pub instant: Instant,
+    /// Seconds since the Unix epoch.
+    pub unix_seconds: f64,
+}
+
+impl Now {
+    /// The real current time.
+    pub fn real() -> Self {
+        Self {
+            instant: Instant::now(),
+            unix_seconds: agora_proto::now_seconds(),
+        }
+    }
+}
+
+/// Master settings; see the `master` binary's flags for what each means to an operator.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// Outstanding offers are rescinded after this long. `None`: never.
+    pub offer_timeout: Option<Duration>,
+    /// How often agents must heartbeat (sent to them in `Registered`).
+    pub agent_heartbeat_interval: Duration,
+    /// Missed agent heartbeats after which an agent is unreachable.
+    pub max_missed_heartbeats: u32,
+    /// How often frameworks get a `Heartbeat` event.
+    pub framework_heartbeat_interval: Duration,
+    /// Allocation waits this long after resources free up or demand appears, to batch events.
+    pub allocation_batch_window: Duration,
+    /// Period of the allocation pass that runs even without events.
+    pub allocation_interval: Duration,
+    /// Filter duration for declines (and unused accepted resources) that name none.
+    pub default_refuse: Duration,
+    /// Upper bound on any framework's `failover_timeout_seconds`.
+    pub max_failover_timeout: Duration,
+    /// After a master restart, agents from the registry that have not re-registered within this
+    /// time become unreachable.
+    pub agent_reregister_timeout: Duration,
+    /// Fair-share weight per role; roles not listed weigh 1.
+    pub role_weights: BTreeMap<String, f64>,
+    /// Seed for the allocator's agent shuffling, so tests are deterministic.
+    pub seed: u64,
+    /// How many terminal tasks to keep for `/state` and reconciliation.
+    pub max_completed_tasks: usize,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        Self {
+            offer_timeout: Some(Duration::from_secs(30)),
+            agent_heartbeat_interval: Duration::from_secs(5),
+            max_missed_heartbeats: 5,
+            framework_heartbeat_interval: Duration::from_secs(15),
+            allocation_batch_window: Duration::from_millis(20),
+            allocation_interval: Duration::from_secs(1),
+            default_refuse: Duration::from_secs(5),
+            max_failover_timeout: Duration::from_secs(7 * 24 * 3600),
+            agent_reregister_timeout: Duration::from_secs(600),
+            role_weights: BTreeMap::new(),
+            seed: 0,
+            max_completed_tasks: 10_000,
+        }
+    }
+}
+
+/// What the registry holds: everything that must survive a master restart.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Registry {
+    /// Registered agents (with their assigned ids).
+    pub agents: Vec<v1::AgentInfo>,
+    /// Subscribed frameworks (with their assigned ids and failover timeouts).
+    pub frameworks: Vec<v1::FrameworkInfo>,
+    /// Frameworks that were torn down or whose failover timeout expired: they may not
+    /// re-subscribe, and agents kill what they still run for them.
+    pub removed_frameworks: Vec<FrameworkId>,
+}
+
+/// One change to the registry. The shell applies these in order, before it sends any message
+/// produced after them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistryUpdate {
+    /// Insert or replace an agent.
+    UpsertAgent(v1::AgentInfo),
+    /// Forget an agent.
+    RemoveAgent(AgentId),
+    /// Insert or replace a framework.
+    UpsertFramework(v1::FrameworkInfo),
+    /// Mark a framework removed (and forget its info).
+    RemoveFramework(FrameworkId),
+}
+
+/// What the shell must do. Carried out in the order returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Persist a registry change.
+    Persist(RegistryUpdate),
+    /// Send a message on the agent connection `conn`.
+    SendToAgent {
+        /// The agent's connection.
+        conn: ConnId,
+        /// The message.
+        message: v1::master_message::Message,
+    },
+    /// Send an event on the framework subscription stream `conn`.
+    SendToFramework {
+        /// The framework's subscription stream.
+        conn: ConnId,
+        /// The event.
+        event: v1::event::Event,
+    },
+    /// End a framework subscription stream (superseded by a newer one, or torn down).
+    CloseFramework {
+        /// The stream to end.
+        conn: ConnId,
+        /// Sent to the framework as the stream's closing status message.
+        reason: String,
+    },
+    /// End an agent connection (superseded by a newer one, or refused).
+    CloseAgent {
+        /// The connection to end.
+        conn: ConnId,
+        /// Sent to the agent as the stream's closing status message.
+        reason: String,
+    },
+}
+
+/// Why a call was refused. Every variant leaves the master's state unchanged.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MasterError {
+    /// No such framework is subscribed (or known from the registry).
+    #[error("unknown framework {0}")]
+    UnknownFramework(FrameworkId),
+    /// The framework was torn down or failed over past its timeout.
+    #[error("framework {0} has been removed and cannot subscribe again")]
+    FrameworkRemoved(FrameworkId),
+    /// The call's stream id is not the framework's current subscription.
+    #[error("stream {stream_id} is not the current subscription of framework {framework_id}")]
+    StaleStream {
+        /// Framework named by the call.
+        framework_id: FrameworkId,
+        /// Stream named by the call.
+        stream_id: String,
+    },
+    /// An offer id that is not outstanding for this framework.
+    #[error("offer {0} is not outstanding for this framework (unknown, expired or rescinded)")]
+    UnknownOffer(OfferId),
+    /// No such agent.
+    #[error("unknown agent {0}")]
+    UnknownAgent(AgentId),
+    /// No such task.
+    #[error("unknown task {0}")]
+    UnknownTask(TaskId),
+    /// A request field is missing or malformed.
+    #[error("{field}: {reason}")]
+    InvalidField {
+        /// Path of the offending field, e.g. `operations[0].launch.tasks[1].resources`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Tasks of an accept need more than the offers hold.
+    #[error("tasks need {needed} but the offers hold {offered}")]
+    InsufficientResources {
+        /// What the tasks ask for, in resource text form.
+        needed: String,
+        /// What the offers hold, in resource text form.
+        offered: String,
+    },
+}
+
+/// Counts for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MasterMetrics {
+    /// Agents connected and heartbeating.
+    pub agents_active: u64,
+    /// Agents past the missed-heartbeat limit (or not re-registered after a restart).
+    pub agents_unreachable: u64,
+    /// Agents being drained.
+    pub agents_draining: u64,
+    /// Frameworks with an open subscription.
+    pub frameworks_connected: u64,
+    /// Frameworks within their failover timeout, without a subscription.
+    pub frameworks_disconnected: u64,
+    /// Tasks by state name (`TASK_RUNNING`, ...), non-terminal and retained terminal ones.
+    pub tasks_by_state: BTreeMap<String, u64>,
+    /// Offers outstanding now.
+    pub offers_outstanding: u64,
+    /// Offers made since start.
+    pub offers_made_total: u64,
+    /// Allocation passes run since start.
+    pub allocation_runs_total: u64,
+}
+
+/// What one [`Master::tick`] did, so the shell can time allocation runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Whether an allocation pass ran.
+    pub allocation_ran: bool,
+    /// Offers made by that pass.
+    pub offers_made: usize,
+}
+
+/// The master's whole state. See the module docs for how the shell drives it.
+pub struct Master {
+    config: MasterConfig,
+    commands: Vec<Command>,
+}
+
+impl Master {
+    /// A master starting at `now`, recovering agents and frameworks from `registry`. Recovered
+    /// agents wait `agent_reregister_timeout` to re-register; recovered frameworks get their
+    /// failover timeout from `now` to re-subscribe.
+    pub fn new(config: MasterConfig, now: Now, registry: Registry) -> Self {
+        let _ = (now, registry);
+        Self {
+            config,
+            commands: Vec::new(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &MasterConfig {
+        &self.config
+    }
+
+    /// Drains the commands produced since the last call, in order.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
+    }
+
+    /// When [`Master::tick`] must be called next at the latest.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        unimplemented!("master core")
+    }
+
+    /// Runs due timers: missed agent heartbeats, offer timeouts, filter and failover expiry,
+    /// framework and agent heartbeats, and allocation when due.
+    pub fn tick(&mut self, now: Now) -> TickReport {
+        let _ = now;
+        unimplemented!("master core")
+    }
+
+    // ----- agents -----------------------------------------------------------------------
+
+    /// A new agent registers on `conn`. Assigns an id, persists it, answers `Registered`.
+    pub fn agent_register(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        agent: v1::AgentInfo,
+    ) -> Result<AgentId, MasterError> {
+        let _ = (now, conn, agent);
+        unimplemented!("master core")
+    }
+
+    /// A known agent (or one recovering after a master restart) re-registers with its tasks.
+    pub fn agent_reregister(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        reregister: v1::Reregister,
+    ) -> Result<AgentId, MasterError> {
+        let _ = (now, conn, reregister);
+        unimplemented!("master core")
+    }
+
+    /// The agent on `conn` is alive.
+    pub fn agent_heartbeat(&mut self, now: Now, conn: ConnId) {
+        let _ = (now, conn);
+        unimplemented!("master core")
+    }
+
+    /// The agent on `conn` reports a task status; forwarded to the framework.
+    pub fn agent_status_update(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        update: v1::StatusUpdate,
+    ) -> Result<(), MasterError> {
+        let _ = (now, conn, update);
+        unimplemented!("master core")
+    }
+
+    /// The agent on `conn` reports a change of its total resources.
+    pub fn agent_resource_update(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        update: v1::ResourceUpdate,
+    ) -> Result<(), MasterError> {
+        let _ = (now, conn, update);
+        unimplemented!("master core")
+    }
+
+    /// The agent stream `conn` ended. The agent becomes unreachable only after the
+    /// missed-heartbeat limit, so a quick reconnect changes nothing for its tasks.
+    pub fn agent_disconnected(&mut self, now: Now, conn: ConnId) {
+        let _ = (now, conn);
+        unimplemented!("master core")
+    }
+
+    // ----- frameworks -------------------------------------------------------------------
+
+    /// A framework subscribes on stream `conn` (first time, or failing over with its id).
+    /// Emits `Subscribed` on `conn` first, and closes any older stream of the same framework.
+    pub fn subscribe(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        framework: v1::FrameworkInfo,
+    ) -> Result<v1::Subscribed, MasterError> {
+        let _ = (now, conn, framework);
+        unimplemented!("master core")
+    }
+
+    /// The subscription stream `conn` ended; the framework's failover timer starts if it was
+    /// the current one.
+    pub fn framework_disconnected(&mut self, now: Now, conn: ConnId) {
+        let _ = (now, conn);
+        unimplemented!("master core")
+    }
+
+    /// Launches tasks on offered resources. Validates everything before changing anything.
+    pub fn accept(
+        &mut self,
+        now: Now,
+        request: v1::AcceptRequest,
+    ) -> Result<v1::AcceptResponse, MasterError> {
+        let _ = (now, request);
+        unimplemented!("master core")
+    }
+
+    /// Returns offers and filters their resources for `refuse_seconds`.
+    pub fn decline(&mut self, now: Now, request: v1::DeclineRequest) -> Result<(), MasterError> {
+        let _ = (now, request);
+        unimplemented!("master core")
+    }
+
+    /// Clears the framework's filters and resumes offers.
+    pub fn revive(&mut self, now: Now, request: v1::ReviveRequest) -> Result<(), MasterError> {
+        let _ = (now, request);
+        unimplemented!("master core")
+    }
+
+    /// Stops offers to the framework until it revives.
+    pub fn suppress(&mut self, now: Now, request: v1::SuppressRequest) -> Result<(), MasterError> {
+        let _ = (now, request);
+        unimplemented!("master core")
+    }
+
+    /// Kills a task.
+    pub fn kill(&mut self, now: Now, request: v1::KillRequest) -> Result<(), MasterError> {
+        let _ = (now, request);
+        unimplemented!("master core")
+    }
+
+    /// Acknowledges a status update; forwarded to the agent.
+    pub fn acknowledge(
+        &mut self,
+        now: Now,
+        request: v1::AcknowledgeRequest,
+    ) -> Result<(), MasterError> {
+        let _ = (now, request);
+        unimplemented!("master core")
+    }
+
+    /// Answers with the latest known state of the listed tasks, or of all of the framework's
+    /// tasks when none are listed, as `Update` events.
+    pub fn reconcile(&mut self, now: Now, request: v1::ReconcileRequest) -> Result<(), MasterError> {
+        let _ = (now, request);
+        unimplemented!("master core")
+    }
+
+    /// Removes the framework: kills its tasks, rescinds its offers, closes its stream.
+    pub fn teardown(&mut self, now: Now, request: v1::TeardownRequest) -> Result<(), MasterError> {
+        let _ = (now, request);
+        unimplemented!("master core")
+    }
+
+    // ----- operators --------------------------------------------------------------------
+
+    /// Stops offering the agent's resources and kills its tasks so frameworks move them.
+    pub fn drain_agent(&mut self, now: Now, agent_id: &AgentId) -> Result<(), MasterError> {
+        let _ = (now, agent_id);
+        unimplemented!("master core")
+    }
+
+    /// The cluster as operators see it.
+    pub fn state(&self) -> v1::ClusterState {
+        unimplemented!("master core")
+    }
+
+    /// Counts for `/metrics`.
+    pub fn metrics(&self) -> MasterMetrics {
+        unimplemented!("master core")
+    }
+}
