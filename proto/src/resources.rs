@@ -123,7 +123,9 @@ impl RangeSet {
     pub fn contains_value(&self, value: u64) -> bool {
         // The ranges are sorted, so a binary search finds the only candidate.
         let index = self.ranges.partition_point(|&(_, end)| end < value);
-        self.ranges.get(index).is_some_and(|&(begin, _)| begin <= value)
+        self.ranges
+            .get(index)
+            .is_some_and(|&(begin, _)| begin <= value)
     }
 
     /// True when every value of `other` is in `self`.
@@ -144,14 +146,17 @@ impl RangeSet {
         let mut merged_begin = begin;
         let mut merged_end = end;
         // First range that could touch [begin, end]: its end + 1 >= begin.
-        let first = self.ranges.partition_point(|&(_, own_end)| own_end.saturating_add(1) < begin);
+        let first = self
+            .ranges
+            .partition_point(|&(_, own_end)| own_end.saturating_add(1) < begin);
         let mut last = first;
         while last < self.ranges.len() && self.ranges[last].0 <= merged_end.saturating_add(1) {
             merged_begin = merged_begin.min(self.ranges[last].0);
             merged_end = merged_end.max(self.ranges[last].1);
             last += 1;
         }
-        self.ranges.splice(first..last, [(merged_begin, merged_end)]);
+        self.ranges
+            .splice(first..last, [(merged_begin, merged_end)]);
     }
 
     /// Adds every value of `other`.
@@ -290,7 +295,10 @@ impl Resources {
 
     /// Builder form of [`Resources::set_scalar`] for values known to be valid.
     pub fn with_scalar(mut self, name: &str, value: f64) -> Self {
-        debug_assert!(validate_scalar(name, value).is_ok(), "invalid scalar {name}={value}");
+        debug_assert!(
+            validate_scalar(name, value).is_ok(),
+            "invalid scalar {name}={value}"
+        );
         self.scalars_set(name, value);
         self
     }
@@ -321,7 +329,11 @@ impl Resources {
 
     /// The value of scalar `name`, zero when absent.
     pub fn scalar(&self, name: &str) -> f64 {
-        self.scalars.get(name).copied().map(from_millis).unwrap_or(0.0)
+        self.scalars
+            .get(name)
+            .copied()
+            .map(from_millis)
+            .unwrap_or(0.0)
     }
 
     /// The value of scalar `name` in thousandths, zero when absent.
@@ -658,9 +670,15 @@ mod tests {
         let error = Resources::parse("cpus:four").unwrap_err();
         assert!(error.to_string().contains("cpus:four"), "{error}");
         let error = Resources::parse("cpus:-1").unwrap_err();
-        assert!(matches!(error, ResourceError::InvalidScalar { .. }), "{error}");
+        assert!(
+            matches!(error, ResourceError::InvalidScalar { .. }),
+            "{error}"
+        );
         let error = Resources::parse("ports:[32000-31000]").unwrap_err();
-        assert!(matches!(error, ResourceError::InvalidRange { .. }), "{error}");
+        assert!(
+            matches!(error, ResourceError::InvalidRange { .. }),
+            "{error}"
+        );
         let error = Resources::parse("mem").unwrap_err();
         assert!(error.to_string().contains("NAME:VALUE"), "{error}");
         assert!(Resources::parse("ports:[1-2").is_err());
@@ -685,7 +703,8 @@ mod tests {
 
     #[test]
     fn proto_round_trip_and_validation() {
-        let resources = Resources::parse("cpus:1.5;mem:256;ports:[80-80,443-443];zone:{a,b}").unwrap();
+        let resources =
+            Resources::parse("cpus:1.5;mem:256;ports:[80-80,443-443];zone:{a,b}").unwrap();
         let back = Resources::from_proto(&resources.to_proto()).unwrap();
         assert_eq!(resources, back);
         let missing = v1::Resource {

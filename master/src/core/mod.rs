@@ -8,12 +8,42 @@
 //! Connections are named by [`ConnId`], allocated by the shell: one per agent stream and one
 //! per framework subscription stream.
 
+mod accounting;
+mod agent_calls;
+mod agents;
+mod allocation;
+mod allocator;
+mod filters;
+mod frameworks;
+mod offers;
+mod recovery;
+mod scheduler_calls;
+mod tasks;
+mod timers;
+mod view;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use agora_proto::v1;
 use agora_proto::{AgentId, FrameworkId, OfferId, TaskId};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use tokio::time::Instant;
+
+use agents::AgentBook;
+use filters::FilterBook;
+use frameworks::FrameworkBook;
+use offers::OfferBook;
+use tasks::TaskBook;
+use timers::Timers;
 
 /// Identifies one agent connection or one framework subscription stream. Allocated by the
 /// shell, never reused within a process.
@@ -230,6 +260,26 @@ pub struct TickReport {
 pub struct Master {
     config: MasterConfig,
     commands: Vec<Command>,
+    agents: AgentBook,
+    frameworks: FrameworkBook,
+    offers: OfferBook,
+    filters: FilterBook,
+    tasks: TaskBook,
+    /// Sum of the totals of agents in the pool (active or draining).
+    cluster_total: allocator::Quantities,
+    rng: StdRng,
+    timers: Timers,
+    allocation_runs_total: u64,
+}
+
+impl std::fmt::Debug for Master {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Master")
+            .field("agents", &self.agents.agents.len())
+            .field("frameworks", &self.frameworks.frameworks.len())
+            .field("offers", &self.offers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Master {
@@ -237,11 +287,21 @@ impl Master {
     /// agents wait `agent_reregister_timeout` to re-register; recovered frameworks get their
     /// failover timeout from `now` to re-subscribe.
     pub fn new(config: MasterConfig, now: Now, registry: Registry) -> Self {
-        let _ = (now, registry);
-        Self {
+        let mut master = Self {
+            rng: StdRng::seed_from_u64(config.seed),
+            timers: Timers::new(&config, now.instant),
+            tasks: TaskBook::new(config.max_completed_tasks),
             config,
             commands: Vec::new(),
-        }
+            agents: AgentBook::default(),
+            frameworks: FrameworkBook::default(),
+            offers: OfferBook::default(),
+            filters: FilterBook::default(),
+            cluster_total: allocator::Quantities::default(),
+            allocation_runs_total: 0,
+        };
+        master.recover(now, registry);
+        master
     }
 
     /// The configuration in force.
@@ -256,14 +316,13 @@ impl Master {
 
     /// When [`Master::tick`] must be called next at the latest.
     pub fn next_deadline(&self) -> Option<Instant> {
-        unimplemented!("master core")
+        self.next_deadline_impl()
     }
 
     /// Runs due timers: missed agent heartbeats, offer timeouts, filter and failover expiry,
     /// framework and agent heartbeats, and allocation when due.
     pub fn tick(&mut self, now: Now) -> TickReport {
-        let _ = now;
-        unimplemented!("master core")
+        self.tick_impl(now)
     }
 
     // ----- agents -----------------------------------------------------------------------
@@ -275,8 +334,7 @@ impl Master {
         conn: ConnId,
         agent: v1::AgentInfo,
     ) -> Result<AgentId, MasterError> {
-        let _ = (now, conn, agent);
-        unimplemented!("master core")
+        self.agent_register_impl(now, conn, agent)
     }
 
     /// A known agent (or one recovering after a master restart) re-registers with its tasks.
@@ -286,14 +344,12 @@ impl Master {
         conn: ConnId,
         reregister: v1::Reregister,
     ) -> Result<AgentId, MasterError> {
-        let _ = (now, conn, reregister);
-        unimplemented!("master core")
+        self.agent_reregister_impl(now, conn, reregister)
     }
 
     /// The agent on `conn` is alive.
     pub fn agent_heartbeat(&mut self, now: Now, conn: ConnId) {
-        let _ = (now, conn);
-        unimplemented!("master core")
+        self.agent_heartbeat_impl(now, conn)
     }
 
     /// The agent on `conn` reports a task status; forwarded to the framework.
@@ -303,8 +359,7 @@ impl Master {
         conn: ConnId,
         update: v1::StatusUpdate,
     ) -> Result<(), MasterError> {
-        let _ = (now, conn, update);
-        unimplemented!("master core")
+        self.agent_status_update_impl(now, conn, update)
     }
 
     /// The agent on `conn` reports a change of its total resources.
@@ -314,15 +369,13 @@ impl Master {
         conn: ConnId,
         update: v1::ResourceUpdate,
     ) -> Result<(), MasterError> {
-        let _ = (now, conn, update);
-        unimplemented!("master core")
+        self.agent_resource_update_impl(now, conn, update)
     }
 
     /// The agent stream `conn` ended. The agent becomes unreachable only after the
     /// missed-heartbeat limit, so a quick reconnect changes nothing for its tasks.
     pub fn agent_disconnected(&mut self, now: Now, conn: ConnId) {
-        let _ = (now, conn);
-        unimplemented!("master core")
+        self.agent_disconnected_impl(now, conn)
     }
 
     // ----- frameworks -------------------------------------------------------------------
@@ -335,15 +388,13 @@ impl Master {
         conn: ConnId,
         framework: v1::FrameworkInfo,
     ) -> Result<v1::Subscribed, MasterError> {
-        let _ = (now, conn, framework);
-        unimplemented!("master core")
+        self.subscribe_impl(now, conn, framework)
     }
 
     /// The subscription stream `conn` ended; the framework's failover timer starts if it was
     /// the current one.
     pub fn framework_disconnected(&mut self, now: Now, conn: ConnId) {
-        let _ = (now, conn);
-        unimplemented!("master core")
+        self.framework_disconnected_impl(now, conn)
     }
 
     /// Launches tasks on offered resources. Validates everything before changing anything.
@@ -352,32 +403,27 @@ impl Master {
         now: Now,
         request: v1::AcceptRequest,
     ) -> Result<v1::AcceptResponse, MasterError> {
-        let _ = (now, request);
-        unimplemented!("master core")
+        self.accept_impl(now, request)
     }
 
     /// Returns offers and filters their resources for `refuse_seconds`.
     pub fn decline(&mut self, now: Now, request: v1::DeclineRequest) -> Result<(), MasterError> {
-        let _ = (now, request);
-        unimplemented!("master core")
+        self.decline_impl(now, request)
     }
 
     /// Clears the framework's filters and resumes offers.
     pub fn revive(&mut self, now: Now, request: v1::ReviveRequest) -> Result<(), MasterError> {
-        let _ = (now, request);
-        unimplemented!("master core")
+        self.revive_impl(now, request)
     }
 
     /// Stops offers to the framework until it revives.
     pub fn suppress(&mut self, now: Now, request: v1::SuppressRequest) -> Result<(), MasterError> {
-        let _ = (now, request);
-        unimplemented!("master core")
+        self.suppress_impl(now, request)
     }
 
     /// Kills a task.
     pub fn kill(&mut self, now: Now, request: v1::KillRequest) -> Result<(), MasterError> {
-        let _ = (now, request);
-        unimplemented!("master core")
+        self.kill_impl(now, request)
     }
 
     /// Acknowledges a status update; forwarded to the agent.
@@ -386,38 +432,38 @@ impl Master {
         now: Now,
         request: v1::AcknowledgeRequest,
     ) -> Result<(), MasterError> {
-        let _ = (now, request);
-        unimplemented!("master core")
+        self.acknowledge_impl(now, request)
     }
 
     /// Answers with the latest known state of the listed tasks, or of all of the framework's
     /// tasks when none are listed, as `Update` events.
-    pub fn reconcile(&mut self, now: Now, request: v1::ReconcileRequest) -> Result<(), MasterError> {
-        let _ = (now, request);
-        unimplemented!("master core")
+    pub fn reconcile(
+        &mut self,
+        now: Now,
+        request: v1::ReconcileRequest,
+    ) -> Result<(), MasterError> {
+        self.reconcile_impl(now, request)
     }
 
     /// Removes the framework: kills its tasks, rescinds its offers, closes its stream.
     pub fn teardown(&mut self, now: Now, request: v1::TeardownRequest) -> Result<(), MasterError> {
-        let _ = (now, request);
-        unimplemented!("master core")
+        self.teardown_impl(now, request)
     }
 
     // ----- operators --------------------------------------------------------------------
 
     /// Stops offering the agent's resources and kills its tasks so frameworks move them.
     pub fn drain_agent(&mut self, now: Now, agent_id: &AgentId) -> Result<(), MasterError> {
-        let _ = (now, agent_id);
-        unimplemented!("master core")
+        self.drain_agent_impl(now, agent_id)
     }
 
     /// The cluster as operators see it.
     pub fn state(&self) -> v1::ClusterState {
-        unimplemented!("master core")
+        self.state_impl()
     }
 
     /// Counts for `/metrics`.
     pub fn metrics(&self) -> MasterMetrics {
-        unimplemented!("master core")
+        self.metrics_impl()
     }
 }

@@ -1,0 +1,199 @@
+//! The connection to the master: `AgentService.Connect`, registration, heartbeats, and
+//! reconnection with jittered exponential backoff.
+
+use std::time::Duration;
+
+use agora_proto::AgentId;
+use agora_proto::v1::agent_service_client::AgentServiceClient;
+use agora_proto::v1::{AgentHeartbeat, AgentMessage, agent_message, master_message};
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::AgentEvent;
+
+const OUTBOUND_CAPACITY: usize = 4096;
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(15);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The master is presumed gone after this many heartbeat intervals of silence.
+const SILENT_INTERVALS: u32 = 3;
+const MIN_SILENCE: Duration = Duration::from_secs(3);
+
+/// Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling up to `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// Starts at `min`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max: max.max(min),
+            attempt: 0,
+        }
+    }
+
+    /// The next delay, given a uniform random `jitter` in [0, 1].
+    pub fn next_delay(&mut self, jitter: f64) -> Duration {
+        let factor = 2f64.powi(self.attempt.min(30) as i32);
+        let ceiling = self.min.mul_f64(factor).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        ceiling.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+
+    /// Back to the smallest delay (after a successful registration).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Keeps the agent connected to the master until `shutdown`.
+pub(crate) async fn run_connection(
+    master_url: String,
+    events: mpsc::Sender<AgentEvent>,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Backoff::new(backoff_min, backoff_max);
+    while !shutdown.is_cancelled() {
+        match session(&master_url, &events, &shutdown, &mut backoff).await {
+            Ok(()) => {}
+            Err(SessionEnd::AgentStopped) => return,
+            Err(SessionEnd::Failed(reason)) => {
+                tracing::warn!(master = %master_url, %reason, "master connection lost or refused");
+            }
+        }
+        if events.send(AgentEvent::Disconnected).await.is_err() {
+            return;
+        }
+        let delay = backoff.next_delay(rand::rng().random::<f64>());
+        tracing::debug!(
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting after backoff"
+        );
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+enum SessionEnd {
+    AgentStopped,
+    Failed(String),
+}
+
+async fn session(
+    master_url: &str,
+    events: &mpsc::Sender<AgentEvent>,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+) -> Result<(), SessionEnd> {
+    let failed = |reason: String| SessionEnd::Failed(reason);
+    let endpoint = tonic::transport::Endpoint::from_shared(master_url.to_owned())
+        .map_err(|error| failed(format!("invalid master url: {error}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    let channel = tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        connected = endpoint.connect() => connected.map_err(|error| failed(format!("cannot connect: {error}")))?,
+    };
+    let mut client = AgentServiceClient::new(channel);
+    let (reply, registration) = oneshot::channel();
+    events
+        .send(AgentEvent::RegistrationMessage(reply))
+        .await
+        .map_err(|_| SessionEnd::AgentStopped)?;
+    let registration = registration.await.map_err(|_| SessionEnd::AgentStopped)?;
+    let (outbound, outbound_stream) = mpsc::channel::<AgentMessage>(OUTBOUND_CAPACITY);
+    outbound
+        .send(registration)
+        .await
+        .map_err(|_| failed("outbound stream closed".to_owned()))?;
+    let response = client
+        .connect(ReceiverStream::new(outbound_stream))
+        .await
+        .map_err(|status| failed(format!("connect rejected: {status}")))?;
+    let mut inbound = response.into_inner();
+    let first = tokio::time::timeout(REGISTRATION_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| failed("no registration answer within 15 s".to_owned()))?
+        .map_err(|status| failed(format!("registration failed: {status}")))?
+        .ok_or_else(|| failed("master closed the stream before registering us".to_owned()))?;
+    let registered = match first.message {
+        Some(master_message::Message::Registered(registered)) => registered,
+        Some(master_message::Message::Refused(refused)) => {
+            return Err(failed(format!("registration refused: {}", refused.message)));
+        }
+        other => {
+            return Err(failed(format!("expected Registered, got {other:?}")));
+        }
+    };
+    backoff.reset();
+    let interval_seconds = registered.heartbeat_interval_seconds;
+    let interval = if interval_seconds.is_finite() && interval_seconds > 0.0 {
+        Duration::from_secs_f64(interval_seconds).max(Duration::from_millis(50))
+    } else {
+        Duration::from_secs(5)
+    };
+    let silence_limit = (interval * SILENT_INTERVALS).max(MIN_SILENCE);
+    events
+        .send(AgentEvent::Connected {
+            agent_id: AgentId::new(registered.agent_id),
+            outbound: outbound.clone(),
+        })
+        .await
+        .map_err(|_| SessionEnd::AgentStopped)?;
+    let mut heartbeat = tokio::time::interval(interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = heartbeat.tick() => {
+                let beat = AgentMessage { message: Some(agent_message::Message::Heartbeat(AgentHeartbeat {})) };
+                if outbound.try_send(beat).is_err() {
+                    tracing::debug!("heartbeat skipped: outbound queue full");
+                }
+            }
+            () = tokio::time::sleep_until(last_heard + silence_limit) => {
+                return Err(failed(format!("no message from the master for {:.1} s", silence_limit.as_secs_f64())));
+            }
+            next = inbound.message() => match next {
+                Ok(Some(message)) => {
+                    last_heard = tokio::time::Instant::now();
+                    if let Some(message) = message.message {
+                        events.send(AgentEvent::Master(message)).await.map_err(|_| SessionEnd::AgentStopped)?;
+                    }
+                }
+                Ok(None) => return Err(failed("master closed the stream".to_owned())),
+                Err(status) => return Err(failed(format!("stream error: {status}"))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        assert_eq!(backoff.next_delay(1.0), Duration::from_millis(200));
+        assert_eq!(backoff.next_delay(1.0), Duration::from_millis(400));
+        assert_eq!(backoff.next_delay(0.0), Duration::from_millis(400));
+        for _ in 0..20 {
+            assert!(backoff.next_delay(1.0) <= Duration::from_secs(10));
+        }
+        assert_eq!(backoff.next_delay(0.0), Duration::from_secs(5));
+        backoff.reset();
+        assert_eq!(backoff.next_delay(1.0), Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,256 @@
+//! `everywhere`: a tutorial framework on `agora-sdk`.
+//!
+//! It keeps one copy of a command running on every agent whose labels match (a "daemon set" in
+//! Kubernetes words, a "global service" in Swarm's). Read it top to bottom: it shows everything
+//! a framework does — subscribe, look at offers, launch or decline, follow status updates,
+//! reconcile after a reconnect — in about two hundred lines.
+//!
+//! ```text
+//! everywhere --master http://127.0.0.1:5050 --cmd 'httpd -f -p $PORT0' --ports 1 --label role=web
+//! ```
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use agora_proto::v1::{self, TaskState};
+use agora_proto::{AgentId, OfferId, TaskId, is_terminal};
+use agora_sdk::{DriverConfig, DriverEvent, SchedulerDriver, TaskBuilder};
+use clap::Parser;
+
+/// Command-line flags. Like every Agora binary, each flag can also come from an `AGORA_*`
+/// environment variable.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Keep one copy of a command running on every matching agent"
+)]
+struct Flags {
+    /// The master's URL.
+    #[arg(long, env = "AGORA_MASTER", default_value = "http://127.0.0.1:5050")]
+    master: String,
+    /// Framework name, shown in the master's /state.
+    #[arg(long, env = "AGORA_EVERYWHERE_NAME", default_value = "everywhere")]
+    name: String,
+    /// Shell command to run (through /bin/sh -c). `$PORT0` is the first host port.
+    #[arg(long, env = "AGORA_EVERYWHERE_CMD")]
+    cmd: String,
+    /// Docker image; empty runs the command as a plain process (process runtime).
+    #[arg(long, env = "AGORA_EVERYWHERE_IMAGE", default_value = "")]
+    image: String,
+    /// Only agents with this label (KEY=VALUE). Repeatable; all must match.
+    #[arg(long = "label", env = "AGORA_EVERYWHERE_LABELS", value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Cores per copy.
+    #[arg(long, env = "AGORA_EVERYWHERE_CPUS", default_value_t = 0.1)]
+    cpus: f64,
+    /// Memory per copy, MiB.
+    #[arg(long, env = "AGORA_EVERYWHERE_MEM", default_value_t = 32.0)]
+    mem: f64,
+    /// Host ports per copy, taken from the offer and passed as $PORT0, $PORT1, ...
+    #[arg(long, env = "AGORA_EVERYWHERE_PORTS", default_value_t = 0)]
+    ports: usize,
+    /// On Ctrl-C or SIGTERM, tear the framework down (the master kills its copies) instead of
+    /// leaving them running for a restarted framework to fail over to.
+    #[arg(long, env = "AGORA_EVERYWHERE_TEARDOWN_ON_EXIT")]
+    teardown_on_exit: bool,
+}
+
+/// What we know about the copy on one agent.
+#[derive(Debug, Clone)]
+struct Instance {
+    task_id: TaskId,
+    state: TaskState,
+}
+
+/// The framework's whole state: at most one copy per agent.
+struct Everywhere {
+    flags: Flags,
+    required_labels: Vec<(String, String)>,
+    copies: HashMap<AgentId, Instance>,
+}
+
+impl Everywhere {
+    /// An agent is wanted when it has every required label and no live copy yet.
+    fn wants(&self, offer: &v1::Offer) -> bool {
+        let labels_match = self
+            .required_labels
+            .iter()
+            .all(|(key, value)| offer.labels.get(key) == Some(value));
+        let agent_id = AgentId::new(offer.agent_id.clone());
+        labels_match && !self.copies.contains_key(&agent_id)
+    }
+
+    fn task_for(&self, offer: &v1::Offer) -> Result<v1::TaskInfo, agora_sdk::PlacementError> {
+        let mut builder = TaskBuilder::new(format!("{}-{}", self.flags.name, offer.hostname))
+            .cpus(self.flags.cpus)
+            .mem(self.flags.mem)
+            .ports(self.flags.ports)
+            .shell(self.flags.cmd.clone());
+        if !self.flags.image.is_empty() {
+            builder = builder.image(self.flags.image.clone());
+        }
+        builder.build(offer)
+    }
+}
+
+fn parse_labels(labels: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    labels
+        .iter()
+        .map(|label| {
+            label
+                .split_once('=')
+                .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("--label {label:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+async fn run(
+    flags: Flags,
+    driver_slot: tokio::sync::watch::Sender<Option<SchedulerDriver>>,
+) -> anyhow::Result<()> {
+    let required_labels = parse_labels(&flags.labels)?;
+    // Step 1: describe the framework. A failover timeout lets us restart this program without
+    // the master killing our copies in between.
+    let framework = v1::FrameworkInfo {
+        name: flags.name.clone(),
+        failover_timeout_seconds: 300.0,
+        capabilities: vec![v1::FrameworkCapability::PartitionAware as i32],
+        ..Default::default()
+    };
+    // Step 2: start the driver. It subscribes, re-subscribes when the master goes away, and
+    // acknowledges status updates for us (auto_acknowledge is on by default).
+    let (driver, mut events) = SchedulerDriver::start(DriverConfig::new(&flags.master, framework))?;
+    driver_slot.send_replace(Some(driver.clone()));
+    let mut framework = Everywhere {
+        flags,
+        required_labels,
+        copies: HashMap::new(),
+    };
+
+    // Step 3: react to events, one at a time.
+    while let Some(event) = events.next().await {
+        match event {
+            DriverEvent::Subscribed {
+                framework_id,
+                reconnected,
+            } => {
+                tracing::info!(%framework_id, reconnected, "subscribed");
+                // After a reconnect the master may know more than we do: ask for the latest
+                // state of all our tasks (implicit reconciliation).
+                if reconnected {
+                    driver.reconcile(Vec::new()).await?;
+                }
+            }
+            DriverEvent::Offers(offers) => {
+                for offer in offers {
+                    let offer_id = OfferId::new(offer.id.clone());
+                    if !framework.wants(&offer) {
+                        // Not interested: decline, and do not offer this agent again for a
+                        // minute. We revive when a copy ends, which clears the filter.
+                        driver.decline(vec![offer_id], Some(60.0)).await?;
+                        continue;
+                    }
+                    match framework.task_for(&offer) {
+                        Ok(task) => {
+                            let task_id = TaskId::new(task.task_id.clone());
+                            tracing::info!(%task_id, agent = %offer.hostname, "launching copy");
+                            framework.copies.insert(
+                                AgentId::new(offer.agent_id.clone()),
+                                Instance {
+                                    task_id,
+                                    state: TaskState::TaskStaging,
+                                },
+                            );
+                            driver.launch(offer_id, vec![task]).await?;
+                        }
+                        Err(error) => {
+                            // The offer is too small (or malformed): say why, and move on.
+                            tracing::warn!(agent = %offer.hostname, %error, "offer does not fit");
+                            driver.decline(vec![offer_id], Some(60.0)).await?;
+                        }
+                    }
+                }
+            }
+            DriverEvent::Update(status) => {
+                let state = status.state();
+                let agent_id = AgentId::new(status.agent_id.clone());
+                tracing::info!(task_id = %status.task_id, ?state, message = %status.message, "task update");
+                let ours = framework
+                    .copies
+                    .get(&agent_id)
+                    .is_some_and(|copy| copy.task_id.as_str() == status.task_id);
+                if ours && (is_terminal(state) || state == TaskState::TaskUnreachable) {
+                    // The copy is gone: forget it and ask for offers again so that it is
+                    // relaunched on that agent (or not, if the agent is gone too).
+                    framework.copies.remove(&agent_id);
+                    driver.revive().await?;
+                } else if let Some(copy) = framework.copies.get_mut(&agent_id).filter(|_| ours) {
+                    copy.state = state;
+                }
+            }
+            DriverEvent::Rescind(offer_id) => tracing::info!(%offer_id, "offer rescinded"),
+            DriverEvent::Failure { agent_id, message } => {
+                tracing::warn!(%agent_id, %message, "agent lost");
+            }
+            DriverEvent::Disconnected { reason } => tracing::warn!(%reason, "disconnected"),
+            DriverEvent::Error(message) => anyhow::bail!("master ended the framework: {message}"),
+        }
+        let running = framework
+            .copies
+            .values()
+            .filter(|copy| copy.state == TaskState::TaskRunning)
+            .count();
+        tracing::debug!(running, known = framework.copies.len(), "copies");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let flags = Flags::parse();
+    let teardown_on_exit = flags.teardown_on_exit;
+    let (driver_slot, driver_watch) = tokio::sync::watch::channel(None);
+    tokio::select! {
+        result = run(flags, driver_slot) => match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("everywhere: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+        _ = shutdown_signal() => {
+            let driver = driver_watch.borrow().clone();
+            if let (true, Some(driver)) = (teardown_on_exit, driver) {
+                // Teardown makes the master kill every copy; without it the copies keep running
+                // and a restarted framework with the same id would take them over.
+                match driver.teardown().await {
+                    Ok(()) => tracing::info!("framework torn down"),
+                    Err(error) => tracing::warn!(%error, "teardown failed"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
