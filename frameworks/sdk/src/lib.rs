@@ -43,6 +43,7 @@ mod driver;
 mod error;
 mod event;
 mod placement;
+pub mod scheduling;
 
 pub use backoff::Backoff;
 pub use config::DriverConfig;
