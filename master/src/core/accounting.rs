@@ -52,6 +52,22 @@ impl Master {
         }
     }
 
+    /// Sends `event` to every framework with an open subscription.
+    pub(super) fn broadcast_to_frameworks(&mut self, event: v1::event::Event) {
+        let connections: Vec<ConnId> = self
+            .frameworks
+            .frameworks
+            .values()
+            .filter_map(|framework| framework.conn())
+            .collect();
+        for conn in connections {
+            self.commands.push(Command::SendToFramework {
+                conn,
+                event: event.clone(),
+            });
+        }
+    }
+
     pub(super) fn send_update(&mut self, framework_id: &FrameworkId, status: v1::TaskStatus) {
         self.send_to_framework(
             framework_id,

@@ -537,21 +537,9 @@ impl Master {
             }
         }
 
-        let connected: Vec<FrameworkId> = self
-            .frameworks
-            .frameworks
-            .values()
-            .filter(|framework| framework.conn().is_some())
-            .map(|framework| framework.id.clone())
-            .collect();
-        for framework_id in connected {
-            self.send_to_framework(
-                &framework_id,
-                v1::event::Event::Failure(v1::Failure {
-                    agent_id: agent_id.to_string(),
-                    message: "agent unreachable".to_owned(),
-                }),
-            );
-        }
+        self.broadcast_to_frameworks(v1::event::Event::Failure(v1::Failure {
+            agent_id: agent_id.to_string(),
+            message: "agent unreachable".to_owned(),
+        }));
     }
 }

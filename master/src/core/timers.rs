@@ -94,19 +94,7 @@ impl Master {
         }
 
         if instant >= self.timers.next_framework_heartbeat {
-            let connected: Vec<_> = self
-                .frameworks
-                .frameworks
-                .values()
-                .filter(|framework| framework.conn().is_some())
-                .map(|framework| framework.id.clone())
-                .collect();
-            for framework_id in connected {
-                self.send_to_framework(
-                    &framework_id,
-                    v1::event::Event::Heartbeat(v1::Heartbeat {}),
-                );
-            }
+            self.broadcast_to_frameworks(v1::event::Event::Heartbeat(v1::Heartbeat {}));
             self.timers.next_framework_heartbeat =
                 instant + self.config.framework_heartbeat_interval;
         }
