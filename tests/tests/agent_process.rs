@@ -190,13 +190,17 @@ async fn a_restarted_agent_reattaches_to_its_process_and_reports_ones_that_died(
     Ok(())
 }
 
+/// SIGKILLs the task's process group, but only a real, separate group: a pid above 1 that leads
+/// its own process group (the process runtime starts every task that way). Anything else is left
+/// alone, so a wrong pid can never take down the test runner or the machine.
 fn nix_kill(pid: i32) {
-    let _ = std::process::Command::new("kill")
-        .arg("-9")
-        .arg(format!("-{pid}"))
-        .status();
-    let _ = std::process::Command::new("kill")
-        .arg("-9")
-        .arg(pid.to_string())
-        .status();
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::{Pid, getpgid};
+    if pid <= 1 {
+        return;
+    }
+    let task = Pid::from_raw(pid);
+    if getpgid(Some(task)).ok() == Some(task) && getpgid(None).ok() != Some(task) {
+        let _ = killpg(task, Signal::SIGKILL);
+    }
 }
