@@ -231,6 +231,13 @@ impl Runtime for ProcessRuntime {
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
         async move {
             let pid = pid_of(handle)?;
+            // The pid may come from a checkpoint written before an agent restart. Signal the group
+            // only while that pid still leads its own group and that group is not ours: a recycled
+            // pid must never turn into a signal to an unrelated process group.
+            let leads_own_group = nix::unistd::getpgid(Some(pid)).is_ok_and(|group| group == pid);
+            if !leads_own_group || pid == nix::unistd::getpgrp() {
+                return Ok(());
+            }
             let signal_error = |error: nix::Error| RuntimeError::Operation {
                 operation: "signal process group",
                 reason: error.to_string(),

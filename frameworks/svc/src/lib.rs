@@ -1,6 +1,12 @@
-//! svcframework: Marathon-compatible app definitions for long-running services on Agora.
+//! svcframework: Marathon-compatible long-running services on Agora — app definitions, the
+//! sans-IO deployment core, its store, the REST API, the daemon and the CLI client.
 
 mod app;
+pub mod cli;
+pub mod core;
+mod http;
+mod server;
+pub mod store;
 
 pub use app::{
     AppDefinition, AppJsonError, ConstraintSpec, Container, ContainerType, DockerSpec, FieldErrors,
@@ -8,3 +14,4 @@ pub use app::{
     PathIdError, Placement, PortDefinition, PortMapping, PortProtocol, UnknownField,
     UpgradeStrategy, ValidationErrors, Volume, VolumeMode, defaults,
 };
+pub use server::{SvcHandle, SvcRunError, SvcSettings, SvcStartError, spawn};

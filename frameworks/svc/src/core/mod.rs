@@ -1,0 +1,420 @@
+//! The sans-IO heart of svcframework: apps, instances and deployments as plain state.
+//!
+//! API requests, offers, status updates and clock ticks go in (each call takes `now`, seconds
+//! since the epoch); [`Command`]s come out through [`SvcCore::take_commands`]. A command batch
+//! always starts with the store writes of that batch, so the shell persists an instance
+//! before it asks the master to launch it. No sockets, no clock, no global RNG in here.
+
+mod api;
+mod drive;
+mod model;
+mod offers;
+pub mod time;
+mod updates;
+mod views;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+
+use agora_proto::v1;
+use agora_proto::{AgentId, OfferId, Resources, TaskId};
+use agora_sdk::scheduling::AgentAttributes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use crate::app::{AppDefinition, PathId};
+
+pub use api::{ApiError, DeploymentRef};
+pub use drive::{AppPlan, plan_app};
+pub use model::{
+    ActionKind, AppState, Deployment, DeploymentAction, DeploymentState, Instance, InstanceState,
+    KillReason, KillRequest, LaunchBackoff, PreviousApp, StoredApp,
+};
+pub use views::CoreMetrics;
+
+/// Tunables of the core; the daemon's flags set them.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// A running deployment that makes no progress for this long fails (seconds).
+    pub deployment_timeout: f64,
+    /// An instance still staging after this long is killed and replaced (seconds).
+    pub launch_timeout: f64,
+    /// A kill with no answer is sent again after this long (seconds).
+    pub kill_retry: f64,
+    /// How long declined offers stay away while nothing waits (seconds).
+    pub idle_refuse_seconds: f64,
+    /// How long declined offers stay away while instances wait but did not fit (seconds).
+    pub waiting_refuse_seconds: f64,
+    /// Finished deployments kept for `status` and the API.
+    pub finished_deployments_kept: usize,
+    /// Seed of the id and placement RNG.
+    pub seed: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            deployment_timeout: 600.0,
+            launch_timeout: 300.0,
+            kill_retry: 30.0,
+            idle_refuse_seconds: 30.0,
+            waiting_refuse_seconds: 1.0,
+            finished_deployments_kept: 50,
+            seed: 0,
+        }
+    }
+}
+
+/// One write to the daemon's store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreWrite {
+    /// The framework id the master assigned.
+    FrameworkId(String),
+    /// Create or replace an app.
+    PutApp {
+        /// Path id.
+        app_id: String,
+        /// Stored form.
+        app: StoredApp,
+    },
+    /// Forget an app and all its versions.
+    DeleteApp {
+        /// Path id.
+        app_id: String,
+    },
+    /// Remember one version of an app's definition.
+    PutVersion {
+        /// Path id.
+        app_id: String,
+        /// Version stamp.
+        version: String,
+        /// The definition's JSON.
+        definition: Value,
+    },
+    /// Create or replace an instance.
+    PutInstance(Instance),
+    /// Forget an instance.
+    DeleteInstance {
+        /// Its task id.
+        task_id: String,
+    },
+    /// Create or replace a deployment.
+    PutDeployment(Deployment),
+    /// Forget a deployment.
+    DeleteDeployment {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// Something the shell must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Write these to the store in one transaction before anything after it.
+    Persist(Vec<StoreWrite>),
+    /// Accept `offer_id` launching `tasks` (the rest of the offer goes back to the master).
+    Launch {
+        /// The offer.
+        offer_id: OfferId,
+        /// Tasks built from it.
+        tasks: Vec<v1::TaskInfo>,
+    },
+    /// Decline offers, keeping them away for `refuse_seconds`.
+    Decline {
+        /// The offers.
+        offer_ids: Vec<OfferId>,
+        /// Filter duration.
+        refuse_seconds: f64,
+    },
+    /// Kill a task.
+    Kill {
+        /// The task.
+        task_id: TaskId,
+        /// Its agent.
+        agent_id: AgentId,
+    },
+    /// Ask for offers again.
+    Revive,
+    /// Stop receiving offers.
+    Suppress,
+    /// Ask the master for the state of these tasks (empty: all of the framework's tasks).
+    Reconcile(Vec<(TaskId, AgentId)>),
+    /// Publish an event on `/v2/events`.
+    Event(SvcEvent),
+}
+
+/// An event for `/v2/events` subscribers, Marathon-style.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SvcEvent {
+    /// Marathon's `eventType`, e.g. `deployment_success`.
+    pub event_type: &'static str,
+    /// The event body (includes `eventType` and `timestamp`).
+    pub payload: Value,
+}
+
+/// Everything loaded from the store at start.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveredState {
+    /// The stored framework id, if the daemon ever subscribed.
+    pub framework_id: Option<String>,
+    /// Apps by path id.
+    pub apps: Vec<(String, StoredApp)>,
+    /// (app id, version, definition JSON).
+    pub versions: Vec<(String, String, Value)>,
+    /// Instances.
+    pub instances: Vec<Instance>,
+    /// Deployments.
+    pub deployments: Vec<Deployment>,
+}
+
+/// Why stored state could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// A stored app definition no longer parses.
+    #[error("stored app {app_id} is not a valid app definition: {reason}")]
+    InvalidApp {
+        /// The app.
+        app_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What the daemon knows of an agent from its offers.
+#[derive(Debug, Clone)]
+struct KnownAgent {
+    attributes: AgentAttributes,
+    /// Best estimate of the agent's size: the largest (offered + ours) seen.
+    total: Resources,
+}
+
+/// The daemon's state and decisions.
+#[derive(Debug)]
+pub struct SvcCore {
+    config: CoreConfig,
+    framework_id: Option<String>,
+    subscribed: bool,
+    apps: BTreeMap<String, AppState>,
+    /// App id -> version -> definition JSON.
+    versions: BTreeMap<String, BTreeMap<String, Value>>,
+    instances: BTreeMap<String, Instance>,
+    deployments: BTreeMap<String, Deployment>,
+    agents: HashMap<String, KnownAgent>,
+    suppressed: bool,
+    last_offers_at: Option<f64>,
+    last_version: String,
+    rng: StdRng,
+    writes: Vec<StoreWrite>,
+    outbox: Vec<Command>,
+    counters: views::Counters,
+}
+
+impl SvcCore {
+    /// An empty core.
+    pub fn new(config: CoreConfig) -> Self {
+        let rng = StdRng::seed_from_u64(config.seed);
+        SvcCore {
+            config,
+            framework_id: None,
+            subscribed: false,
+            apps: BTreeMap::new(),
+            versions: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            deployments: BTreeMap::new(),
+            agents: HashMap::new(),
+            suppressed: false,
+            last_offers_at: None,
+            last_version: String::new(),
+            rng,
+            writes: Vec::new(),
+            outbox: Vec::new(),
+            counters: views::Counters::default(),
+        }
+    }
+
+    /// A core holding what the store had.
+    pub fn recover(config: CoreConfig, state: RecoveredState) -> Result<Self, RecoveryError> {
+        let mut core = SvcCore::new(config);
+        core.framework_id = state.framework_id;
+        for (app_id, stored) in state.apps {
+            let parsed = AppDefinition::from_json_value(&stored.definition).map_err(|errors| {
+                RecoveryError::InvalidApp {
+                    app_id: app_id.clone(),
+                    reason: errors.to_string(),
+                }
+            })?;
+            if stored.version > core.last_version {
+                core.last_version = stored.version.clone();
+            }
+            core.apps.insert(
+                app_id,
+                AppState {
+                    definition: parsed.app,
+                    version: stored.version,
+                    config_version: stored.config_version,
+                    deleting: stored.deleting,
+                    backoff: stored.backoff,
+                    waiting_reason: None,
+                    waiting_since: None,
+                    last_failure: None,
+                },
+            );
+        }
+        for (app_id, version, definition) in state.versions {
+            core.versions
+                .entry(app_id)
+                .or_default()
+                .insert(version, definition);
+        }
+        for instance in state.instances {
+            core.instances.insert(instance.task_id.clone(), instance);
+        }
+        for deployment in state.deployments {
+            core.deployments.insert(deployment.id.clone(), deployment);
+        }
+        Ok(core)
+    }
+
+    /// The framework id the master gave, once known.
+    pub fn framework_id(&self) -> Option<&str> {
+        self.framework_id.as_deref()
+    }
+
+    /// Commands produced since the last call: store writes first, then the rest in order.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        let mut commands = Vec::with_capacity(self.outbox.len() + 1);
+        if !self.writes.is_empty() {
+            commands.push(Command::Persist(std::mem::take(&mut self.writes)));
+        }
+        commands.append(&mut self.outbox);
+        commands
+    }
+
+    /// The driver subscribed (first time or again): remember the id, then ask the master
+    /// for the state of every instance we know, and of every task it has for us, so
+    /// instances that ended while we were away are replaced and strays are killed.
+    pub fn on_subscribed(&mut self, framework_id: &str, now: f64) {
+        if self.framework_id.as_deref() != Some(framework_id) {
+            self.framework_id = Some(framework_id.to_owned());
+            self.writes
+                .push(StoreWrite::FrameworkId(framework_id.to_owned()));
+        }
+        self.subscribed = true;
+        let known: Vec<(TaskId, AgentId)> = self
+            .instances
+            .values()
+            .map(|instance| {
+                (
+                    TaskId::new(instance.task_id.clone()),
+                    AgentId::new(instance.agent_id.clone()),
+                )
+            })
+            .collect();
+        if !known.is_empty() {
+            self.outbox.push(Command::Reconcile(known));
+        }
+        self.outbox.push(Command::Reconcile(Vec::new()));
+        // After a (re-)subscription the master has no filters or suppression of ours that we
+        // can rely on: start from "offers wanted" and suppress again once idle.
+        self.suppressed = false;
+        self.outbox.push(Command::Revive);
+        self.drive(now);
+    }
+
+    /// The subscription ended; the driver reconnects by itself.
+    pub fn on_disconnected(&mut self) {
+        self.subscribed = false;
+    }
+
+    /// Periodic work: backoffs ending, kill retries, launch timeouts, deployment timeouts.
+    pub fn tick(&mut self, now: f64) {
+        self.drive(now);
+    }
+
+    fn next_version(&mut self, now: f64) -> String {
+        let mut stamp = now;
+        loop {
+            let candidate = time::rfc3339_millis(stamp);
+            if candidate > self.last_version {
+                self.last_version = candidate.clone();
+                return candidate;
+            }
+            stamp += 0.001;
+        }
+    }
+
+    fn new_task_id(&mut self, app_id: &str) -> String {
+        let name = task_name(app_id);
+        let uuid = uuid::Uuid::from_u128(self.rng.random::<u128>() & !(0xF << 76) | (0x4 << 76));
+        format!("{name}.{}", uuid.simple())
+    }
+
+    fn new_deployment_id(&mut self) -> String {
+        uuid::Uuid::from_u128(self.rng.random::<u128>() & !(0xF << 76) | (0x4 << 76)).to_string()
+    }
+
+    fn emit(
+        &mut self,
+        event_type: &'static str,
+        now: f64,
+        mut payload: serde_json::Map<String, Value>,
+    ) {
+        payload.insert("eventType".into(), Value::from(event_type));
+        payload.insert("timestamp".into(), Value::from(time::rfc3339_millis(now)));
+        self.outbox.push(Command::Event(SvcEvent {
+            event_type,
+            payload: Value::Object(payload),
+        }));
+    }
+
+    fn persist_app(&mut self, app_id: &str) {
+        if let Some(app) = self.apps.get(app_id) {
+            let stored = StoredApp {
+                definition: app.definition.to_json(),
+                version: app.version.clone(),
+                config_version: app.config_version.clone(),
+                deleting: app.deleting,
+                backoff: app.backoff.clone(),
+            };
+            self.writes.push(StoreWrite::PutApp {
+                app_id: app_id.to_owned(),
+                app: stored,
+            });
+        }
+    }
+
+    fn persist_instance(&mut self, task_id: &str) {
+        if let Some(instance) = self.instances.get(task_id) {
+            self.writes.push(StoreWrite::PutInstance(instance.clone()));
+        }
+    }
+
+    fn persist_deployment(&mut self, id: &str) {
+        if let Some(deployment) = self.deployments.get(id) {
+            self.writes
+                .push(StoreWrite::PutDeployment(deployment.clone()));
+        }
+    }
+
+    fn rng_seed(&mut self) -> u64 {
+        self.rng.random()
+    }
+}
+
+/// The task-name form of an app id: `/prod/web` -> `prod_web`.
+pub fn task_name(app_id: &str) -> String {
+    app_id.trim_start_matches('/').replace('/', "_")
+}
+
+/// Parses a path id the API got (with or without the leading slash).
+pub fn parse_app_id(text: &str) -> Result<PathId, ApiError> {
+    PathId::parse(&format!("/{}", text.trim_start_matches('/'))).map_err(|error| {
+        ApiError::InvalidId {
+            id: text.to_owned(),
+            reason: error.to_string(),
+        }
+    })
+}

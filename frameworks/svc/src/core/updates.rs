@@ -1,0 +1,199 @@
+//! Task status updates and lost agents: instance state, health, failures and backoff.
+
+use agora_proto::v1::{self, TaskState};
+use agora_proto::{AgentId, TaskId};
+use serde_json::{Map, json};
+
+use super::model::{InstanceState, KillReason};
+use super::{Command, StoreWrite, SvcCore};
+
+impl SvcCore {
+    /// A status update for one of the framework's tasks.
+    pub fn on_update(&mut self, status: &v1::TaskStatus, now: f64) {
+        let state = status.state();
+        let Some(instance) = self.instances.get_mut(&status.task_id) else {
+            // Not ours (any more): a task we never stored, or one we already forgot. If it
+            // still runs, it is a duplicate nobody accounts for: stop it.
+            if !agora_proto::is_terminal(state) && !status.agent_id.is_empty() {
+                tracing::warn!(task_id = %status.task_id, agent_id = %status.agent_id, "killing unknown task");
+                self.outbox.push(Command::Kill {
+                    task_id: TaskId::new(status.task_id.clone()),
+                    agent_id: AgentId::new(status.agent_id.clone()),
+                });
+            }
+            return;
+        };
+        let app_id = instance.app_id.clone();
+        let task_id = instance.task_id.clone();
+        if !status.message.is_empty() {
+            instance.message = status.message.clone();
+        }
+        let previous_health = instance.healthy;
+        let previous_state = instance.state;
+
+        if agora_proto::is_terminal(state) {
+            let killed_by_us = instance.kill.is_some();
+            let ran_for = instance.started_at.map(|started| now - started);
+            let exit = status
+                .exit_code
+                .map(|code| format!(" (exit code {code})"))
+                .unwrap_or_default();
+            let message = if status.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", status.message)
+            };
+            let description = format!(
+                "{task_id} {}{exit}{message}",
+                state
+                    .as_str_name()
+                    .trim_start_matches("TASK_")
+                    .to_lowercase()
+            );
+            self.instances.remove(&task_id);
+            self.writes.push(StoreWrite::DeleteInstance {
+                task_id: task_id.clone(),
+            });
+            let counts_as_failure = !killed_by_us
+                && matches!(
+                    state,
+                    TaskState::TaskFailed
+                        | TaskState::TaskError
+                        | TaskState::TaskFinished
+                        | TaskState::TaskKilled
+                );
+            if let Some(app) = self.apps.get_mut(&app_id)
+                && !killed_by_us
+            {
+                app.last_failure = Some(description.clone());
+                if counts_as_failure {
+                    let definition = &app.definition;
+                    let max = definition.max_launch_delay_seconds as f64;
+                    // An instance that ran well for longer than the largest delay was not
+                    // crash-looping: start the backoff over.
+                    if ran_for.is_some_and(|seconds| seconds >= max.max(60.0)) {
+                        app.backoff.reset();
+                    }
+                    app.backoff.record_failure(
+                        now,
+                        definition.backoff_seconds as f64,
+                        definition.backoff_factor,
+                        max,
+                    );
+                    self.counters.failures += 1;
+                }
+                tracing::info!(
+                    task_id,
+                    app_id,
+                    state = state.as_str_name(),
+                    "instance ended unexpectedly"
+                );
+                self.persist_app(&app_id);
+            }
+            self.emit_status(&app_id, &task_id, status, now);
+            self.drive(now);
+            return;
+        }
+
+        let new_state = match state {
+            TaskState::TaskStaging => InstanceState::Staging,
+            TaskState::TaskStarting => InstanceState::Starting,
+            TaskState::TaskRunning => InstanceState::Running,
+            TaskState::TaskKilling => InstanceState::Killing,
+            TaskState::TaskUnreachable => InstanceState::Unreachable,
+            _ => previous_state,
+        };
+        // A reconciliation answer carries no health: keep what we knew.
+        let healthy = status.healthy.or(previous_health);
+        instance.state = new_state;
+        instance.healthy = healthy;
+        if new_state == InstanceState::Running && instance.started_at.is_none() {
+            instance.started_at = Some(status.timestamp.max(instance.staged_at).min(now));
+        }
+        let came_back =
+            previous_state == InstanceState::Unreachable && new_state != InstanceState::Unreachable;
+        let changed = new_state != previous_state || healthy != previous_health;
+        let has_checks = self
+            .apps
+            .get(&app_id)
+            .is_some_and(|app| !app.definition.health_checks.is_empty());
+        if changed {
+            self.persist_instance(&task_id);
+            self.emit_status(&app_id, &task_id, status, now);
+        }
+        if healthy != previous_health && healthy.is_some() {
+            let mut payload = Map::new();
+            payload.insert("appId".into(), json!(app_id));
+            payload.insert("instanceId".into(), json!(task_id));
+            payload.insert("healthy".into(), json!(healthy));
+            self.emit("instance_health_changed_event", now, payload);
+        }
+        if has_checks && healthy == Some(false) {
+            // The agent reports unhealthy only after maxConsecutiveFailures: replace it.
+            if let Some(app) = self.apps.get_mut(&app_id) {
+                app.last_failure = Some(format!("{task_id} failed its health check"));
+            }
+            self.kill_instance(&task_id, KillReason::Unhealthy, now);
+        }
+        if came_back {
+            self.kill_surplus_returned(&app_id, &task_id, now);
+        }
+        self.drive(now);
+    }
+
+    /// An instance we had given up on is back: keep it only if the app is still short.
+    fn kill_surplus_returned(&mut self, app_id: &str, task_id: &str, now: f64) {
+        let Some(app) = self.apps.get(app_id) else {
+            self.kill_instance(task_id, KillReason::Superfluous, now);
+            return;
+        };
+        let target = app.definition.instances as usize;
+        let live = self
+            .instances_of(app_id)
+            .iter()
+            .filter(|instance| instance.is_live())
+            .count();
+        if live > target {
+            self.kill_instance(task_id, KillReason::Superfluous, now);
+        }
+    }
+
+    /// The master says an agent is gone: its instances are lost and get replaced.
+    pub fn on_agent_lost(&mut self, agent_id: &str, now: f64) {
+        let lost: Vec<String> = self
+            .instances
+            .values()
+            .filter(|instance| instance.agent_id == agent_id)
+            .map(|instance| instance.task_id.clone())
+            .collect();
+        for task_id in lost {
+            let status = v1::TaskStatus {
+                task_id: task_id.clone(),
+                agent_id: agent_id.to_owned(),
+                state: TaskState::TaskLost as i32,
+                message: format!("agent {agent_id} was lost"),
+                timestamp: now,
+                ..Default::default()
+            };
+            self.on_update(&status, now);
+        }
+        self.agents.remove(agent_id);
+    }
+
+    fn emit_status(&mut self, app_id: &str, task_id: &str, status: &v1::TaskStatus, now: f64) {
+        let instance = self.instances.get(task_id);
+        let mut payload = Map::new();
+        payload.insert("appId".into(), json!(app_id));
+        payload.insert("taskId".into(), json!(task_id));
+        payload.insert("agentId".into(), json!(status.agent_id));
+        payload.insert("taskStatus".into(), json!(status.state().as_str_name()));
+        payload.insert("message".into(), json!(status.message));
+        payload.insert("host".into(), json!(instance.map(|i| i.host.clone())));
+        payload.insert("ports".into(), json!(instance.map(|i| i.ports.clone())));
+        payload.insert(
+            "version".into(),
+            json!(instance.map(|i| i.config_version.clone())),
+        );
+        self.emit("status_update_event", now, payload);
+    }
+}

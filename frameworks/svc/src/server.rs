@@ -1,0 +1,401 @@
+//! Running the daemon: [`spawn`] opens the store, recovers the core, subscribes to the master
+//! and serves the REST API; one actor task owns the core and carries out its commands in
+//! order (store writes before anything is sent).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_proto::v1;
+use agora_sdk::{DriverConfig, DriverEvent, EventStream, SchedulerDriver};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::{Command, CoreConfig, SvcCore, SvcEvent};
+use crate::http;
+use crate::store::{StoreError, SvcStore};
+
+/// Everything [`spawn`] needs.
+#[derive(Debug, Clone)]
+pub struct SvcSettings {
+    /// The master's URL, e.g. `http://127.0.0.1:5050`.
+    pub master_url: String,
+    /// Where the REST API listens.
+    pub listen: SocketAddr,
+    /// Directory of the embedded store.
+    pub work_dir: PathBuf,
+    /// Framework name shown by the master.
+    pub framework_name: String,
+    /// How long the master keeps the framework's tasks while it is away (seconds).
+    pub failover_timeout_seconds: f64,
+    /// Core tunables.
+    pub core: CoreConfig,
+    /// How often timers are checked.
+    pub tick_interval: Duration,
+}
+
+impl SvcSettings {
+    /// Settings with the defaults for a master URL, listen address and work directory.
+    pub fn new(master_url: impl Into<String>, listen: SocketAddr, work_dir: PathBuf) -> Self {
+        SvcSettings {
+            master_url: master_url.into(),
+            listen,
+            work_dir,
+            framework_name: "svcframework".to_owned(),
+            failover_timeout_seconds: 7.0 * 24.0 * 3600.0,
+            core: CoreConfig::default(),
+            tick_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SvcStartError {
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Stored state no longer loads.
+    #[error(transparent)]
+    Recovery(#[from] crate::core::RecoveryError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {reason}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The driver refused its configuration.
+    #[error("cannot start the scheduler driver: {0}")]
+    Driver(String),
+}
+
+/// Why the daemon stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum SvcRunError {
+    /// A store write failed: the daemon stops rather than act on state it could not save.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The master ended the framework for good (torn down or removed).
+    #[error("the master ended the framework: {0}")]
+    Removed(String),
+}
+
+type CoreCall = Box<dyn FnOnce(&mut SvcCore, f64) + Send>;
+
+/// A handle to the actor that owns the core.
+#[derive(Clone)]
+pub(crate) struct CoreHandle {
+    calls: mpsc::Sender<CoreCall>,
+    events: broadcast::Sender<SvcEvent>,
+}
+
+impl CoreHandle {
+    /// Runs `function` on the core inside the actor and returns its result; the commands it
+    /// produced are carried out before the answer arrives.
+    pub(crate) async fn call<T: Send + 'static>(
+        &self,
+        function: impl FnOnce(&mut SvcCore, f64) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        let call: CoreCall = Box::new(move |core, now| {
+            let _ = reply.send(function(core, now));
+        });
+        self.calls.send(call).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// A receiver of every event published from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<SvcEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct SvcHandle {
+    local_addr: SocketAddr,
+    cancel: CancellationToken,
+    actor: JoinHandle<Result<(), SvcRunError>>,
+    server: JoinHandle<()>,
+}
+
+impl SvcHandle {
+    /// The REST API's bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://<local_addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// Stops serving and leaves the framework registered (its tasks keep running for the
+    /// failover timeout, as after a crash), then waits for both tasks.
+    pub async fn shutdown(self) -> Result<(), SvcRunError> {
+        self.cancel.cancel();
+        let _ = self.server.await;
+        match self.actor.await {
+            Ok(result) => result,
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Waits until the daemon stops by itself (or is shut down).
+    pub async fn wait(self) -> Result<(), SvcRunError> {
+        let result = match self.actor.await {
+            Ok(result) => result,
+            Err(_) => Ok(()),
+        };
+        self.cancel.cancel();
+        let _ = self.server.await;
+        result
+    }
+
+    /// A token that stops the daemon when cancelled.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+}
+
+/// Opens the store, recovers, subscribes and serves.
+pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
+    let work_dir = settings.work_dir.clone();
+    let store = tokio::task::spawn_blocking(move || SvcStore::open(&work_dir))
+        .await
+        .map_err(|error| StoreError::Backend {
+            operation: "open",
+            reason: error.to_string(),
+        })??;
+    let store = Arc::new(store);
+    let loader = store.clone();
+    let recovered = tokio::task::spawn_blocking(move || loader.load())
+        .await
+        .map_err(|error| StoreError::Backend {
+            operation: "load",
+            reason: error.to_string(),
+        })??;
+    let mut core_config = settings.core.clone();
+    if core_config.seed == 0 {
+        core_config.seed = rand::random();
+    }
+    let core = SvcCore::recover(core_config, recovered)?;
+    tracing::info!(
+        framework_id = core.framework_id().unwrap_or("(new)"),
+        work_dir = %settings.work_dir.display(),
+        "svcframework state loaded"
+    );
+
+    let listener =
+        TcpListener::bind(settings.listen)
+            .await
+            .map_err(|error| SvcStartError::Bind {
+                address: settings.listen,
+                reason: error.to_string(),
+            })?;
+    let local_addr = listener.local_addr().map_err(|error| SvcStartError::Bind {
+        address: settings.listen,
+        reason: error.to_string(),
+    })?;
+
+    let framework = v1::FrameworkInfo {
+        id: core.framework_id().unwrap_or_default().to_owned(),
+        name: settings.framework_name.clone(),
+        failover_timeout_seconds: settings.failover_timeout_seconds,
+        ..Default::default()
+    };
+    let mut driver_config = DriverConfig::new(settings.master_url.clone(), framework);
+    // Acknowledge an update only after its consequences are stored.
+    driver_config.auto_acknowledge = false;
+    let (driver, driver_events) = SchedulerDriver::start(driver_config)
+        .map_err(|error| SvcStartError::Driver(error.to_string()))?;
+
+    let cancel = CancellationToken::new();
+    let (calls_sender, calls) = mpsc::channel::<CoreCall>(256);
+    let (events, _) = broadcast::channel(1024);
+    let handle = CoreHandle {
+        calls: calls_sender,
+        events: events.clone(),
+    };
+    let actor = Actor {
+        core,
+        store,
+        driver,
+        events,
+    };
+    let actor =
+        tokio::spawn(actor.run(calls, driver_events, settings.tick_interval, cancel.clone()));
+
+    let router = http::routes(handle);
+    let server_cancel = cancel.clone();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            server_cancel.cancelled().await;
+        });
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "svcframework http server failed");
+        }
+    });
+    tracing::info!(listen = %local_addr, master = %settings.master_url, "svcframework serving");
+    Ok(SvcHandle {
+        local_addr,
+        cancel,
+        actor,
+        server,
+    })
+}
+
+struct Actor {
+    core: SvcCore,
+    store: Arc<SvcStore>,
+    driver: SchedulerDriver,
+    events: broadcast::Sender<SvcEvent>,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut calls: mpsc::Receiver<CoreCall>,
+        mut driver_events: EventStream,
+        tick_interval: Duration,
+        cancel: CancellationToken,
+    ) -> Result<(), SvcRunError> {
+        let mut ticker = tokio::time::interval(tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            tokio::select! {
+                () = cancel.cancelled() => break Ok(()),
+                Some(call) = calls.recv() => {
+                    call(&mut self.core, agora_proto::now_seconds());
+                    if let Err(error) = self.execute().await {
+                        break Err(error);
+                    }
+                }
+                event = driver_events.next() => {
+                    let Some(event) = event else {
+                        break Ok(());
+                    };
+                    if let Err(error) = self.on_driver_event(event).await {
+                        break Err(error);
+                    }
+                }
+                _ = ticker.tick() => {
+                    self.core.tick(agora_proto::now_seconds());
+                    if let Err(error) = self.execute().await {
+                        break Err(error);
+                    }
+                }
+            }
+        };
+        self.driver.stop();
+        if let Err(error) = &result {
+            tracing::error!(%error, "svcframework stopped");
+        }
+        result
+    }
+
+    async fn on_driver_event(&mut self, event: DriverEvent) -> Result<(), SvcRunError> {
+        let now = agora_proto::now_seconds();
+        let mut acknowledge = None;
+        match event {
+            DriverEvent::Subscribed {
+                framework_id,
+                reconnected,
+            } => {
+                tracing::info!(framework_id = %framework_id, reconnected, "subscribed to the master");
+                self.core.on_subscribed(framework_id.as_str(), now);
+            }
+            DriverEvent::Offers(offers) => self.core.on_offers(offers, now),
+            DriverEvent::Rescind(offer_id) => self.core.on_rescind(offer_id.as_str()),
+            DriverEvent::Update(status) => {
+                self.core.on_update(&status, now);
+                if !status.uuid.is_empty() {
+                    acknowledge = Some(status);
+                }
+            }
+            DriverEvent::Failure { agent_id, message } => {
+                tracing::warn!(agent_id = %agent_id, message, "agent lost");
+                self.core.on_agent_lost(agent_id.as_str(), now);
+            }
+            DriverEvent::Error(message) => {
+                if !self.driver.is_running() {
+                    return Err(SvcRunError::Removed(message));
+                }
+                tracing::warn!(message, "error from the master");
+            }
+            DriverEvent::Disconnected { reason } => {
+                tracing::warn!(reason, "disconnected from the master; re-subscribing");
+                self.core.on_disconnected();
+            }
+        }
+        self.execute().await?;
+        if let Some(status) = acknowledge
+            && let Err(error) = self.driver.acknowledge(&status).await
+        {
+            tracing::debug!(%error, task_id = %status.task_id, "acknowledgement not sent");
+        }
+        Ok(())
+    }
+
+    /// Carries out the core's commands in order.
+    async fn execute(&mut self) -> Result<(), SvcRunError> {
+        for command in self.core.take_commands() {
+            match command {
+                Command::Persist(writes) => {
+                    let store = self.store.clone();
+                    tokio::task::spawn_blocking(move || store.apply(&writes))
+                        .await
+                        .map_err(|error| StoreError::Backend {
+                            operation: "write",
+                            reason: error.to_string(),
+                        })??;
+                }
+                Command::Launch { offer_id, tasks } => {
+                    let count = tasks.len();
+                    if let Err(error) = self.driver.launch(offer_id.clone(), tasks).await {
+                        // The instances stay staged; reconciliation or the launch timeout
+                        // replaces them if the master never got them.
+                        tracing::warn!(%error, offer_id = %offer_id, count, "launch not sent");
+                    }
+                }
+                Command::Decline {
+                    offer_ids,
+                    refuse_seconds,
+                } => {
+                    if let Err(error) = self.driver.decline(offer_ids, Some(refuse_seconds)).await {
+                        tracing::debug!(%error, "decline not sent");
+                    }
+                }
+                Command::Kill { task_id, agent_id } => {
+                    if let Err(error) = self.driver.kill(&task_id, &agent_id).await {
+                        tracing::warn!(%error, task_id = %task_id, "kill not sent; will retry");
+                    }
+                }
+                Command::Revive => {
+                    if let Err(error) = self.driver.revive().await {
+                        tracing::debug!(%error, "revive not sent");
+                    }
+                }
+                Command::Suppress => {
+                    if let Err(error) = self.driver.suppress().await {
+                        tracing::debug!(%error, "suppress not sent");
+                    }
+                }
+                Command::Reconcile(tasks) => {
+                    if let Err(error) = self.driver.reconcile(tasks).await {
+                        tracing::debug!(%error, "reconcile not sent");
+                    }
+                }
+                Command::Event(event) => {
+                    let _ = self.events.send(event);
+                }
+            }
+        }
+        Ok(())
+    }
+}
