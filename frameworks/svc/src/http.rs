@@ -563,10 +563,15 @@ async fn events(
         .get("event_type")
         .map(|types| types.split(',').map(str::to_owned).collect());
     let mut receiver = core.subscribe();
+    let shutdown = core.shutdown_token();
     let stream = async_stream::stream! {
         yield Ok(Event::default().event("event_stream_attached").data(json!({ "eventType": "event_stream_attached" }).to_string()));
         loop {
-            match receiver.recv().await {
+            let received = tokio::select! {
+                () = shutdown.cancelled() => break,
+                received = receiver.recv() => received,
+            };
+            match received {
                 Ok(event) => {
                     if wanted.as_ref().is_some_and(|wanted| !wanted.iter().any(|name| name == event.event_type)) {
                         continue;

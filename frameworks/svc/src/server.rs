@@ -92,6 +92,7 @@ type CoreCall = Box<dyn FnOnce(&mut SvcCore, f64) + Send>;
 pub(crate) struct CoreHandle {
     calls: mpsc::Sender<CoreCall>,
     events: broadcast::Sender<SvcEvent>,
+    shutdown: CancellationToken,
 }
 
 impl CoreHandle {
@@ -112,6 +113,11 @@ impl CoreHandle {
     /// A receiver of every event published from now on.
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<SvcEvent> {
         self.events.subscribe()
+    }
+
+    /// Cancelled when the daemon stops: long-lived responses (the event stream) end then.
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 }
 
@@ -139,7 +145,7 @@ impl SvcHandle {
     /// failover timeout, as after a crash), then waits for both tasks.
     pub async fn shutdown(self) -> Result<(), SvcRunError> {
         self.cancel.cancel();
-        let _ = self.server.await;
+        stop_server(self.server).await;
         match self.actor.await {
             Ok(result) => result,
             Err(_) => Ok(()),
@@ -153,7 +159,7 @@ impl SvcHandle {
             Err(_) => Ok(()),
         };
         self.cancel.cancel();
-        let _ = self.server.await;
+        stop_server(self.server).await;
         result
     }
 
@@ -162,6 +168,17 @@ impl SvcHandle {
         self.cancel.clone()
     }
 }
+
+/// Waits for open HTTP requests to finish, at most [`SHUTDOWN_GRACE`].
+async fn stop_server(server: JoinHandle<()>) {
+    let abort = server.abort_handle();
+    if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+        abort.abort();
+    }
+}
+
+/// How long a shutdown waits for open HTTP requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Opens the store, recovers, subscribes and serves.
 pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
@@ -221,6 +238,7 @@ pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
     let handle = CoreHandle {
         calls: calls_sender,
         events: events.clone(),
+        shutdown: cancel.clone(),
     };
     let actor = Actor {
         core,

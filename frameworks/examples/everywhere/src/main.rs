@@ -105,10 +105,7 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
-async fn run(
-    flags: Flags,
-    driver_slot: tokio::sync::watch::Sender<Option<SchedulerDriver>>,
-) -> anyhow::Result<()> {
+async fn run(flags: Flags) -> anyhow::Result<()> {
     let required_labels = parse_labels(&flags.labels)?;
     // Step 1: describe the framework. A failover timeout lets us restart this program without
     // the master killing our copies in between.
@@ -121,15 +118,35 @@ async fn run(
     // Step 2: start the driver. It subscribes, re-subscribes when the master goes away, and
     // acknowledges status updates for us (auto_acknowledge is on by default).
     let (driver, mut events) = SchedulerDriver::start(DriverConfig::new(&flags.master, framework))?;
-    driver_slot.send_replace(Some(driver.clone()));
+    let teardown_on_exit = flags.teardown_on_exit;
     let mut framework = Everywhere {
         flags,
         required_labels,
         copies: HashMap::new(),
     };
 
-    // Step 3: react to events, one at a time.
-    while let Some(event) = events.next().await {
+    // Step 3: react to events, one at a time, until Ctrl-C or SIGTERM. The event stream
+    // stays open until then: dropping it would stop the driver.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let event = tokio::select! {
+            event = events.next() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            () = &mut shutdown => {
+                if teardown_on_exit {
+                    // Teardown makes the master kill every copy; without it the copies keep
+                    // running and a restarted framework with the same id takes them over.
+                    match driver.teardown().await {
+                        Ok(()) => tracing::info!("framework torn down"),
+                        Err(error) => tracing::warn!(%error, "teardown failed"),
+                    }
+                }
+                break;
+            }
+        };
         match event {
             DriverEvent::Subscribed {
                 framework_id,
@@ -214,28 +231,11 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let flags = Flags::parse();
-    let teardown_on_exit = flags.teardown_on_exit;
-    let (driver_slot, driver_watch) = tokio::sync::watch::channel(None);
-    tokio::select! {
-        result = run(flags, driver_slot) => match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("everywhere: {error:#}");
-                ExitCode::FAILURE
-            }
-        },
-        _ = shutdown_signal() => {
-            let driver = driver_watch.borrow().clone();
-            if let (true, Some(driver)) = (teardown_on_exit, driver) {
-                // Teardown makes the master kill every copy; without it the copies keep running
-                // and a restarted framework with the same id would take them over.
-                match driver.teardown().await {
-                    Ok(()) => tracing::info!("framework torn down"),
-                    Err(error) => tracing::warn!(%error, "teardown failed"),
-                }
-            }
-            ExitCode::SUCCESS
+    match run(Flags::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("everywhere: {error:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -252,5 +252,87 @@ async fn shutdown_signal() {
                 None => std::future::pending::<()>().await,
             }
         } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framework(arguments: &[&str]) -> Everywhere {
+        let flags = Flags::parse_from(["everywhere", "--cmd", "sleep 60"].iter().chain(arguments));
+        let required_labels = parse_labels(&flags.labels).expect("valid labels");
+        Everywhere {
+            flags,
+            required_labels,
+            copies: HashMap::new(),
+        }
+    }
+
+    fn offer(agent_id: &str, labels: &[(&str, &str)]) -> v1::Offer {
+        let resources = agora_proto::Resources::parse("cpus:2;mem:1024;ports:[31000-31009]")
+            .expect("valid resources");
+        v1::Offer {
+            id: format!("offer-{agent_id}"),
+            agent_id: agent_id.to_owned(),
+            hostname: "node-1".to_owned(),
+            resources: resources.to_proto(),
+            labels: labels
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn labels_parse_and_a_malformed_one_is_named() {
+        let labels = parse_labels(&["zone=a".to_owned(), "disk=ssd=x".to_owned()]);
+        assert_eq!(
+            labels.expect("valid"),
+            vec![
+                ("zone".to_owned(), "a".to_owned()),
+                ("disk".to_owned(), "ssd=x".to_owned())
+            ]
+        );
+        let error = parse_labels(&["zone".to_owned()]).expect_err("no '='");
+        assert!(error.to_string().contains("--label \"zone\""), "{error}");
+    }
+
+    #[test]
+    fn wants_agents_with_every_label_and_no_copy_yet() {
+        let mut framework = framework(&["--label", "zone=a"]);
+        assert!(framework.wants(&offer("agent-1", &[("zone", "a"), ("disk", "ssd")])));
+        assert!(!framework.wants(&offer("agent-2", &[("zone", "b")])));
+        assert!(!framework.wants(&offer("agent-3", &[])));
+        framework.copies.insert(
+            AgentId::new("agent-1"),
+            Instance {
+                task_id: TaskId::new("t"),
+                state: TaskState::TaskRunning,
+            },
+        );
+        assert!(!framework.wants(&offer("agent-1", &[("zone", "a")])));
+    }
+
+    #[test]
+    fn tasks_take_their_ports_and_image_from_the_flags() {
+        let framework = framework(&["--ports", "2", "--image", "img:1", "--mem", "64"]);
+        let task = framework
+            .task_for(&offer("agent-1", &[]))
+            .expect("the offer fits");
+        assert!(task.task_id.starts_with("everywhere-node-1."), "{task:?}");
+        assert_eq!(task.agent_id, "agent-1");
+        let resources = agora_proto::Resources::from_proto(&task.resources).expect("valid");
+        assert_eq!(resources.ports().values().count(), 2);
+        assert_eq!(resources.mem(), 64.0);
+        assert_eq!(task.container.map(|c| c.image).as_deref(), Some("img:1"));
+
+        let too_big = framework_with_mem(4096.0).task_for(&offer("agent-1", &[]));
+        assert!(too_big.is_err(), "{too_big:?}");
+    }
+
+    fn framework_with_mem(mem: f64) -> Everywhere {
+        framework(&["--mem", &mem.to_string()])
     }
 }

@@ -1,0 +1,471 @@
+//! Runs and attempts: the two lifecycles the core drives, as enums with checked transitions.
+
+use std::fmt;
+
+use agora_proto::v1::TaskState;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::job::{JobId, JobSpec};
+
+/// A run's number, unique across all jobs of this daemon (so task ids never repeat, even
+/// when a job is deleted and submitted again).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(transparent)]
+pub struct RunId(pub u64);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The task id of attempt `attempt` of run `run` of `job`: `<job>.r<run>.a<attempt>`.
+/// Deterministic, so a restarted daemon recognises its tasks and never launches one twice.
+pub fn task_id_for(job: &JobId, run: RunId, attempt: u32) -> String {
+    format!("{job}.r{run}.a{attempt}")
+}
+
+/// The run and attempt numbers in a task id made by [`task_id_for`].
+pub fn parse_task_id(task_id: &str) -> Option<(RunId, u32)> {
+    let (rest, attempt) = task_id.rsplit_once(".a")?;
+    let (_, run) = rest.rsplit_once(".r")?;
+    Some((RunId(run.parse().ok()?), attempt.parse().ok()?))
+}
+
+/// Why a run was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The job was submitted (jobs without a schedule run once when submitted).
+    Submit,
+    /// Someone asked for a run now.
+    Manual,
+    /// The cron schedule fired.
+    Schedule,
+    /// All of the job's dependencies succeeded.
+    Dependency,
+}
+
+/// Where a run is in its life.
+///
+/// `Waiting` -> `Active` -> one of the final phases; `Waiting` may also end `Cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunPhase {
+    /// Not started: a dependency's latest run has not succeeded yet.
+    Waiting,
+    /// Started: attempts are launched until enough succeed or too many fail.
+    Active,
+    /// `completions` attempts succeeded.
+    Succeeded,
+    /// Retries or the deadline ran out.
+    Failed,
+    /// Cancelled by a user, replaced by a newer run, or its job was deleted.
+    Cancelled,
+}
+
+impl RunPhase {
+    /// True for the final phases.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunPhase::Succeeded | RunPhase::Failed | RunPhase::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for RunPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            RunPhase::Waiting => "WAITING",
+            RunPhase::Active => "ACTIVE",
+            RunPhase::Succeeded => "SUCCEEDED",
+            RunPhase::Failed => "FAILED",
+            RunPhase::Cancelled => "CANCELLED",
+        };
+        f.write_str(text)
+    }
+}
+
+/// Where one attempt (one task) is in its life.
+///
+/// `Launching` (persisted, accept sent or about to be) -> `Staging` -> `Running` -> a final
+/// state. `NotStarted` is final for attempts the master never ran (dropped offer, lost during
+/// a failover before launch): they do not count against `retries`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AttemptState {
+    /// Persisted before the launch is sent; no status seen yet.
+    Launching,
+    /// The agent is preparing it.
+    Staging,
+    /// Running.
+    Running,
+    /// Exited 0.
+    Succeeded,
+    /// Exited non-zero, or the task was invalid.
+    Failed,
+    /// Killed (by us when the run ended, or by someone else: that counts as a failure).
+    Killed,
+    /// Lost with its agent after it had started.
+    Lost,
+    /// Never ran; launched again without counting a retry.
+    NotStarted,
+}
+
+impl AttemptState {
+    /// True for the final states.
+    pub fn is_finished(self) -> bool {
+        !matches!(
+            self,
+            AttemptState::Launching | AttemptState::Staging | AttemptState::Running
+        )
+    }
+}
+
+/// A status update that does not fit an attempt's state (e.g. a duplicate after the end).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("attempt {task_id} is {from:?}; ignoring {to:?}")]
+pub struct IllegalTransition {
+    /// The attempt's task id.
+    pub task_id: String,
+    /// Its state.
+    pub from: AttemptState,
+    /// The task state that arrived.
+    pub to: TaskState,
+}
+
+/// What an accepted status update means for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Still going.
+    Progress,
+    /// It succeeded.
+    Succeeded,
+    /// It failed; counts against `retries`.
+    Failed,
+    /// It never ran; does not count.
+    NotStarted,
+    /// It ended because we killed it.
+    KilledByUs,
+}
+
+/// One task of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// 0-based, per run.
+    pub number: u32,
+    /// `<job>.r<run>.a<number>`.
+    pub task_id: String,
+    /// The agent it was launched on.
+    pub agent_id: String,
+    /// That agent's hostname.
+    pub hostname: String,
+    /// Where it is.
+    pub state: AttemptState,
+    /// When the launch was decided.
+    pub launched_at: Timestamp,
+    /// First RUNNING update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// The final update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// The exit code, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The latest status message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// A kill was sent for it.
+    #[serde(default)]
+    pub kill_requested: bool,
+}
+
+impl Attempt {
+    /// A new attempt about to be launched.
+    pub fn launching(
+        number: u32,
+        task_id: String,
+        agent_id: String,
+        hostname: String,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            number,
+            task_id,
+            agent_id,
+            hostname,
+            state: AttemptState::Launching,
+            launched_at: now,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            message: String::new(),
+            kill_requested: false,
+        }
+    }
+
+    /// Applies a task state from a status update.
+    pub fn observe(
+        &mut self,
+        state: TaskState,
+        exit_code: Option<i32>,
+        message: &str,
+        now: Timestamp,
+    ) -> Result<AttemptOutcome, IllegalTransition> {
+        if self.state.is_finished() {
+            return Err(IllegalTransition {
+                task_id: self.task_id.clone(),
+                from: self.state,
+                to: state,
+            });
+        }
+        if !message.is_empty() {
+            self.message = message.to_owned();
+        }
+        let never_started = self.state == AttemptState::Launching;
+        let (next, outcome) = match state {
+            TaskState::TaskStaging | TaskState::TaskStarting => {
+                (AttemptState::Staging, AttemptOutcome::Progress)
+            }
+            TaskState::TaskRunning | TaskState::TaskKilling => {
+                if self.started_at.is_none() {
+                    self.started_at = Some(now);
+                }
+                (AttemptState::Running, AttemptOutcome::Progress)
+            }
+            // Not partition-aware, so these only come from odd masters: keep waiting.
+            TaskState::TaskUnreachable | TaskState::Unspecified => {
+                (self.state, AttemptOutcome::Progress)
+            }
+            TaskState::TaskFinished => (AttemptState::Succeeded, AttemptOutcome::Succeeded),
+            TaskState::TaskFailed | TaskState::TaskError => {
+                (AttemptState::Failed, AttemptOutcome::Failed)
+            }
+            TaskState::TaskKilled if self.kill_requested => {
+                (AttemptState::Killed, AttemptOutcome::KilledByUs)
+            }
+            TaskState::TaskKilled => (AttemptState::Killed, AttemptOutcome::Failed),
+            TaskState::TaskLost
+            | TaskState::TaskDropped
+            | TaskState::TaskGone
+            | TaskState::TaskUnknown => {
+                if never_started || self.kill_requested {
+                    (AttemptState::NotStarted, AttemptOutcome::NotStarted)
+                } else {
+                    (AttemptState::Lost, AttemptOutcome::Failed)
+                }
+            }
+        };
+        self.state = next;
+        if next.is_finished() {
+            self.finished_at = Some(now);
+            self.exit_code = exit_code;
+        }
+        Ok(outcome)
+    }
+}
+
+/// One execution of a job: attempts until `completions` succeed or it fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    /// The run's number.
+    pub id: RunId,
+    /// Its job.
+    pub job_id: JobId,
+    /// Why it was created.
+    pub trigger: Trigger,
+    /// The job as it was when the run was created (later edits apply to later runs).
+    pub spec: JobSpec,
+    /// Where it is.
+    pub phase: RunPhase,
+    /// For scheduled runs: the schedule time it stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<Timestamp>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it became active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Attempts that succeeded.
+    pub succeeded: u32,
+    /// Attempts that failed (counted against `retries`).
+    pub failures: u32,
+    /// No new attempt before this time (retry backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_not_before: Option<Timestamp>,
+    /// Why it waits, or why it ended (planner explanation, dependency, failure).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// For failed runs: the last failed attempt's exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Every attempt, in launch order.
+    pub attempts: Vec<Attempt>,
+}
+
+/// A run lifecycle step that its phase does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("run {run} is {phase}; cannot {action}")]
+pub struct IllegalRunTransition {
+    /// The run.
+    pub run: RunId,
+    /// Its phase.
+    pub phase: RunPhase,
+    /// What was attempted.
+    pub action: &'static str,
+}
+
+impl Run {
+    /// A new run in `Waiting`.
+    pub fn new(
+        id: RunId,
+        spec: JobSpec,
+        trigger: Trigger,
+        scheduled_for: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            job_id: spec.id.clone(),
+            trigger,
+            spec,
+            phase: RunPhase::Waiting,
+            scheduled_for,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            succeeded: 0,
+            failures: 0,
+            retry_not_before: None,
+            message: String::new(),
+            exit_code: None,
+            attempts: Vec::new(),
+        }
+    }
+
+    /// Attempts not finished yet.
+    pub fn active_attempts(&self) -> usize {
+        self.attempts
+            .iter()
+            .filter(|attempt| !attempt.state.is_finished())
+            .count()
+    }
+
+    /// How many attempts may be launched now: active attempts stay within `parallelism`
+    /// and within the completions still missing.
+    pub fn launchable(&self, now: Timestamp) -> usize {
+        if self.phase != RunPhase::Active || self.retry_not_before.is_some_and(|t| now < t) {
+            return 0;
+        }
+        let missing = self.spec.completions.saturating_sub(self.succeeded) as usize;
+        let limit = missing.min(self.spec.parallelism as usize);
+        limit.saturating_sub(self.active_attempts())
+    }
+
+    /// `Waiting` -> `Active`.
+    pub fn start(&mut self, now: Timestamp) -> Result<(), IllegalRunTransition> {
+        if self.phase != RunPhase::Waiting {
+            return Err(self.illegal("start"));
+        }
+        self.phase = RunPhase::Active;
+        self.started_at = Some(now);
+        self.message.clear();
+        Ok(())
+    }
+
+    /// Ends the run (`Active` -> `Succeeded`/`Failed`/`Cancelled`, `Waiting` -> `Cancelled`
+    /// or `Failed`); returns the attempts to kill.
+    pub fn finish(
+        &mut self,
+        phase: RunPhase,
+        message: String,
+        now: Timestamp,
+    ) -> Result<Vec<(String, String)>, IllegalRunTransition> {
+        let allowed = match self.phase {
+            RunPhase::Active => phase.is_finished(),
+            RunPhase::Waiting => matches!(phase, RunPhase::Cancelled | RunPhase::Failed),
+            _ => false,
+        };
+        if !allowed {
+            return Err(self.illegal("finish"));
+        }
+        self.phase = phase;
+        self.finished_at = Some(now);
+        self.message = message;
+        self.retry_not_before = None;
+        Ok(self.kill_active_attempts())
+    }
+
+    /// Marks every unfinished attempt as being killed; returns (task id, agent id) of each.
+    pub fn kill_active_attempts(&mut self) -> Vec<(String, String)> {
+        self.attempts
+            .iter_mut()
+            .filter(|attempt| !attempt.state.is_finished())
+            .map(|attempt| {
+                attempt.kill_requested = true;
+                (attempt.task_id.clone(), attempt.agent_id.clone())
+            })
+            .collect()
+    }
+
+    fn illegal(&self, action: &'static str) -> IllegalRunTransition {
+        IllegalRunTransition {
+            run: self.id,
+            phase: self.phase,
+            action,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_round_trip_even_with_dots_in_the_job_id() {
+        let id = task_id_for(&JobId::new("etl.v2.r1"), RunId(42), 7);
+        assert_eq!(id, "etl.v2.r1.r42.a7");
+        assert_eq!(parse_task_id(&id), Some((RunId(42), 7)));
+        assert_eq!(parse_task_id("other-framework-task"), None);
+    }
+
+    #[test]
+    fn attempts_refuse_updates_after_the_end() {
+        let now = Timestamp::UNIX_EPOCH;
+        let mut attempt = Attempt::launching(0, "a.r1.a0".into(), "ag".into(), "h".into(), now);
+        assert_eq!(
+            attempt.observe(TaskState::TaskRunning, None, "", now),
+            Ok(AttemptOutcome::Progress)
+        );
+        assert_eq!(
+            attempt.observe(TaskState::TaskFailed, Some(1), "exit 1", now),
+            Ok(AttemptOutcome::Failed)
+        );
+        assert_eq!(attempt.exit_code, Some(1));
+        assert!(
+            attempt
+                .observe(TaskState::TaskFinished, Some(0), "", now)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn an_attempt_lost_before_it_started_does_not_count() {
+        let now = Timestamp::UNIX_EPOCH;
+        let mut attempt = Attempt::launching(0, "a.r1.a0".into(), "ag".into(), "h".into(), now);
+        assert_eq!(
+            attempt.observe(TaskState::TaskLost, None, "unknown", now),
+            Ok(AttemptOutcome::NotStarted)
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! Status updates in: attempts advance, runs count successes and failures, retries back off.
+
+use std::time::Duration;
+
+use agora_proto::v1;
+use agora_sdk::Backoff;
+use jiff::{SignedDuration, Timestamp};
+
+use super::run::{AttemptOutcome, RunPhase, parse_task_id};
+use super::{BatchCore, Command, StoreOp};
+
+/// The delay before the next attempt after the `failures`-th failure: the SDK's jittered
+/// exponential backoff (doubling from `backoffSeconds` up to `maxBackoffSeconds`), seeded per
+/// run so it is reproducible.
+pub fn retry_delay(initial_seconds: f64, max_seconds: f64, failures: u32, seed: u64) -> Duration {
+    let initial = Duration::try_from_secs_f64(initial_seconds).unwrap_or(Duration::from_secs(1));
+    let max = Duration::try_from_secs_f64(max_seconds).unwrap_or(initial);
+    let mut backoff = Backoff::new(initial, max, seed);
+    let mut delay = Duration::ZERO;
+    for _ in 0..failures.clamp(1, 64) {
+        delay = backoff.next_delay();
+    }
+    delay
+}
+
+impl BatchCore {
+    /// A status update from the master (or an answer to reconciliation).
+    pub fn status_update(&mut self, status: v1::TaskStatus, now: Timestamp) {
+        let state = status.state();
+        let located = parse_task_id(&status.task_id).and_then(|(run_id, number)| {
+            let run = self.runs.get(&run_id)?;
+            let index = run.attempts.iter().position(|attempt| {
+                attempt.number == number && attempt.task_id == status.task_id
+            })?;
+            Some((run_id, index))
+        });
+        let Some((run_id, index)) = located else {
+            if !agora_proto::is_terminal(state) && !status.agent_id.is_empty() {
+                tracing::info!(task_id = %status.task_id, ?state, "killing a task no run owns");
+                self.kill(status.task_id.clone(), status.agent_id.clone());
+            }
+            self.acknowledge(status);
+            return;
+        };
+        let Some(run) = self.runs.get_mut(&run_id) else {
+            return;
+        };
+        let attempt = &mut run.attempts[index];
+        if attempt.agent_id.is_empty() && !status.agent_id.is_empty() {
+            attempt.agent_id = status.agent_id.clone();
+        }
+        let outcome = match attempt.observe(state, status.exit_code, &status.message, now) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::debug!(%error, "duplicate or late update");
+                self.acknowledge(status);
+                return;
+            }
+        };
+        let still_unfinished = !attempt.state.is_finished();
+        let must_die = still_unfinished && (attempt.kill_requested || run.phase.is_finished());
+        let kill_target = (attempt.task_id.clone(), attempt.agent_id.clone());
+        let exit_code = attempt.exit_code;
+        let message = attempt.message.clone();
+        let mut finish = None;
+        if run.phase == RunPhase::Active {
+            match outcome {
+                AttemptOutcome::Succeeded => {
+                    self.metrics.attempts_succeeded += 1;
+                    run.succeeded += 1;
+                    if run.succeeded >= run.spec.completions {
+                        finish = Some((
+                            RunPhase::Succeeded,
+                            format!("{} of {} completions", run.succeeded, run.spec.completions),
+                        ));
+                    }
+                }
+                AttemptOutcome::Failed => {
+                    self.metrics.attempts_failed += 1;
+                    run.failures += 1;
+                    run.exit_code = exit_code;
+                    let what = match exit_code {
+                        Some(code) => format!("exited with code {code}"),
+                        None => format!("ended {state:?}: {message}"),
+                    };
+                    if run.failures > run.spec.retries {
+                        finish = Some((
+                            RunPhase::Failed,
+                            format!(
+                                "attempt {} {what}; {} failures exceed retries ({})",
+                                kill_target.0, run.failures, run.spec.retries
+                            ),
+                        ));
+                    } else {
+                        let delay = retry_delay(
+                            run.spec.backoff_seconds,
+                            run.spec.max_backoff_seconds,
+                            run.failures,
+                            run.id.0,
+                        );
+                        let delay = SignedDuration::try_from(delay).unwrap_or(SignedDuration::ZERO);
+                        run.retry_not_before = now.checked_add(delay).ok();
+                        run.message = format!(
+                            "attempt {} {what}; retry {} of {} after {:.1}s",
+                            kill_target.0,
+                            run.failures,
+                            run.spec.retries,
+                            delay.as_secs_f64()
+                        );
+                    }
+                }
+                AttemptOutcome::NotStarted => self.metrics.attempts_not_started += 1,
+                AttemptOutcome::Progress | AttemptOutcome::KilledByUs => {}
+            }
+        }
+        let stored = Box::new(run.clone());
+        self.persist(StoreOp::PutRun(stored));
+        if must_die {
+            self.kill(kill_target.0, kill_target.1);
+        }
+        if let Some((phase, message)) = finish {
+            self.finish_run(run_id, phase, message, now);
+        }
+        self.acknowledge(status);
+        self.evaluate(now);
+    }
+
+    fn acknowledge(&mut self, status: v1::TaskStatus) {
+        if !status.uuid.is_empty() {
+            self.outbox.push(Command::Acknowledge(status));
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The redb store keeps every write across a reopen, deletes versions with their app, and
+//! reports a corrupt record instead of panicking.
+
+use agora_svc::core::{
+    Deployment, DeploymentState, Instance, InstanceState, LaunchBackoff, StoreWrite, StoredApp,
+};
+use agora_svc::store::SvcStore;
+use serde_json::json;
+
+fn instance(task_id: &str) -> Instance {
+    Instance {
+        task_id: task_id.into(),
+        app_id: "/web".into(),
+        config_version: "v1".into(),
+        agent_id: "agent-1".into(),
+        host: "node-1".into(),
+        ports: vec![31000],
+        state: InstanceState::Running,
+        healthy: Some(true),
+        staged_at: 1.0,
+        started_at: Some(2.0),
+        kill: None,
+        message: String::new(),
+    }
+}
+
+#[test]
+fn writes_survive_a_reopen_and_app_deletion_takes_its_versions() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = StoredApp {
+        definition: json!({ "id": "/web", "cmd": "sleep 1" }),
+        version: "v2".into(),
+        config_version: "v1".into(),
+        deleting: false,
+        backoff: LaunchBackoff::default(),
+    };
+    let deployment = Deployment {
+        id: "d1".into(),
+        version: "v2".into(),
+        steps: Vec::new(),
+        current_step: 0,
+        state: DeploymentState::Succeeded,
+        reason: None,
+        started_at: 1.0,
+        last_progress_at: 1.0,
+        progress_mark: 0,
+        finished_at: Some(2.0),
+        previous: Vec::new(),
+    };
+    {
+        let store = SvcStore::open(dir.path())?;
+        store.apply(&[
+            StoreWrite::FrameworkId("fw-1".into()),
+            StoreWrite::PutApp { app_id: "/web".into(), app: app.clone() },
+            StoreWrite::PutApp { app_id: "/web2".into(), app: app.clone() },
+            StoreWrite::PutVersion { app_id: "/web".into(), version: "v1".into(), definition: json!({ "id": "/web" }) },
+            StoreWrite::PutVersion { app_id: "/web".into(), version: "v2".into(), definition: json!({ "id": "/web" }) },
+            StoreWrite::PutVersion { app_id: "/web2".into(), version: "v1".into(), definition: json!({ "id": "/web2" }) },
+            StoreWrite::PutInstance(instance("web.1")),
+            StoreWrite::PutInstance(instance("web.2")),
+            StoreWrite::DeleteInstance { task_id: "web.2".into() },
+            StoreWrite::PutDeployment(deployment.clone()),
+        ])?;
+        store.apply(&[StoreWrite::DeleteApp { app_id: "/web2".into() }])?;
+    }
+    let store = SvcStore::open(dir.path())?;
+    let state = store.load()?;
+    assert_eq!(state.framework_id.as_deref(), Some("fw-1"));
+    assert_eq!(state.apps, vec![("/web".to_owned(), app)]);
+    let versions: Vec<(&str, &str)> = state
+        .versions
+        .iter()
+        .map(|(app_id, version, _)| (app_id.as_str(), version.as_str()))
+        .collect();
+    assert_eq!(versions, vec![("/web", "v1"), ("/web", "v2")]);
+    assert_eq!(state.instances, vec![instance("web.1")]);
+    assert_eq!(state.deployments, vec![deployment]);
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! svcframework's REST API end to end with the process runtime (fast, no Docker): groups in
+//! dependency order, partial updates, versions, the event stream, info, ping and metrics.
+
+mod svc_support;
+
+use std::time::Duration;
+
+use agora_agent::RuntimeKind;
+use agora_tests::eventually;
+use futures::StreamExt;
+use serde_json::Value;
+use svc_support::SvcCluster;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn running_count(svc: &SvcCluster, app_id: &str) -> anyhow::Result<usize> {
+    let tasks = svc.tasks(app_id).await?;
+    Ok(tasks
+        .iter()
+        .filter(|task| task["state"] == "TASK_RUNNING")
+        .count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn groups_updates_versions_and_events_follow_marathons_api() -> anyhow::Result<()> {
+    let svc = SvcCluster::start(RuntimeKind::Process, 2, 2.0).await?;
+    let http = reqwest::Client::new();
+
+    // Subscribe to the event stream before anything happens.
+    let events = http
+        .get(format!("{}/v2/events", svc.url()))
+        .header("accept", "text/event-stream")
+        .send()
+        .await?;
+    assert_eq!(events.status(), 200);
+    let mut event_bytes = events.bytes_stream();
+
+    assert_eq!(
+        http.get(format!("{}/ping", svc.url())).send().await?.text().await?,
+        "pong"
+    );
+
+    // A group whose web app depends on its db: db runs before web is launched.
+    let group = r#"{ "id": "/shop", "apps": [
+        { "id": "web", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "dependencies": ["/shop/db"] },
+        { "id": "db", "cmd": "sleep 600", "cpus": 0.1, "mem": 16 } ] }"#;
+    let (status, answer) = svc.send(reqwest::Method::POST, "/v2/groups", group).await?;
+    assert_eq!(status, 201, "{answer}");
+    let deployment_id = answer["deploymentId"].as_str().unwrap_or_default().to_owned();
+    eventually("group deployed", TIMEOUT, || async {
+        let deployment = svc.get(&format!("/v2/deployments/{deployment_id}")).await?;
+        Ok((deployment["state"] == "succeeded").then_some(()))
+    })
+    .await?;
+    let db = svc.tasks("/shop/db").await?;
+    let web = svc.tasks("/shop/web").await?;
+    let started = |tasks: &[Value]| tasks[0]["startedAt"].as_str().unwrap_or_default().to_owned();
+    assert!(started(&db) <= started(&web), "db started first: {db:?} {web:?}");
+
+    // A partial update only scales; it keeps the rest of the definition.
+    let (status, answer) = svc
+        .send(reqwest::Method::PUT, "/v2/apps/shop/web", r#"{ "instances": 3 }"#)
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    eventually("scaled to 3", TIMEOUT, || async {
+        Ok((running_count(&svc, "/shop/web").await? == 3).then_some(()))
+    })
+    .await?;
+    let app = svc.get("/v2/apps/shop/web").await?;
+    assert_eq!(app["app"]["cmd"], "sleep 600");
+    assert_eq!(app["app"]["instances"], 3);
+    let versions = svc.get("/v2/apps/shop/web/versions").await?;
+    assert_eq!(versions["versions"].as_array().map(Vec::len), Some(2));
+
+    // Creating an existing app is a conflict; an unknown app is 404.
+    let (status, _) = svc
+        .send(reqwest::Method::POST, "/v2/apps", r#"{ "id": "/shop/web", "cmd": "sleep 1" }"#)
+        .await?;
+    assert_eq!(status, 409);
+    let missing = http.get(format!("{}/v2/apps/nope", svc.url())).send().await?;
+    assert_eq!(missing.status(), 404);
+
+    // Info names the framework id the master gave; metrics count the instances.
+    let info = svc.get("/v2/info").await?;
+    assert!(info["frameworkId"].as_str().is_some_and(|id| !id.is_empty()), "{info}");
+    let metrics = http.get(format!("{}/metrics", svc.url())).send().await?.text().await?;
+    assert!(metrics.contains("agora_svc_instances_running 4"), "{metrics}");
+
+    // The event stream saw the deployments succeed and tasks run.
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !(seen.contains("event: deployment_success") && seen.contains("TASK_RUNNING")) {
+        let chunk = tokio::time::timeout_at(deadline, event_bytes.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("events missing; got: {seen}"))?;
+        let Some(chunk) = chunk else { break };
+        seen.push_str(&String::from_utf8_lossy(&chunk?));
+    }
+    assert!(seen.contains("event: deployment_success"), "{seen}");
+    assert!(seen.contains("event: status_update_event"), "{seen}");
+
+    // Destroying the group's apps leaves nothing.
+    for app_id in ["shop/web", "shop/db"] {
+        let (status, _) = svc
+            .send(reqwest::Method::DELETE, &format!("/v2/apps/{app_id}?force=true"), "")
+            .await?;
+        assert_eq!(status, 200);
+    }
+    eventually("apps gone", TIMEOUT, || async {
+        let apps = svc.get("/v2/apps").await?;
+        Ok(apps["apps"].as_array().is_some_and(Vec::is_empty).then_some(()))
+    })
+    .await?;
+    svc.shutdown().await
+}
