@@ -36,7 +36,11 @@ async fn groups_updates_versions_and_events_follow_marathons_api() -> anyhow::Re
     let mut event_bytes = events.bytes_stream();
 
     assert_eq!(
-        http.get(format!("{}/ping", svc.url())).send().await?.text().await?,
+        http.get(format!("{}/ping", svc.url()))
+            .send()
+            .await?
+            .text()
+            .await?,
         "pong"
     );
 
@@ -46,7 +50,10 @@ async fn groups_updates_versions_and_events_follow_marathons_api() -> anyhow::Re
         { "id": "db", "cmd": "sleep 600", "cpus": 0.1, "mem": 16 } ] }"#;
     let (status, answer) = svc.send(reqwest::Method::POST, "/v2/groups", group).await?;
     assert_eq!(status, 201, "{answer}");
-    let deployment_id = answer["deploymentId"].as_str().unwrap_or_default().to_owned();
+    let deployment_id = answer["deploymentId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     eventually("group deployed", TIMEOUT, || async {
         let deployment = svc.get(&format!("/v2/deployments/{deployment_id}")).await?;
         Ok((deployment["state"] == "succeeded").then_some(()))
@@ -54,12 +61,24 @@ async fn groups_updates_versions_and_events_follow_marathons_api() -> anyhow::Re
     .await?;
     let db = svc.tasks("/shop/db").await?;
     let web = svc.tasks("/shop/web").await?;
-    let started = |tasks: &[Value]| tasks[0]["startedAt"].as_str().unwrap_or_default().to_owned();
-    assert!(started(&db) <= started(&web), "db started first: {db:?} {web:?}");
+    let started = |tasks: &[Value]| {
+        tasks[0]["startedAt"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        started(&db) <= started(&web),
+        "db started first: {db:?} {web:?}"
+    );
 
     // A partial update only scales; it keeps the rest of the definition.
     let (status, answer) = svc
-        .send(reqwest::Method::PUT, "/v2/apps/shop/web", r#"{ "instances": 3 }"#)
+        .send(
+            reqwest::Method::PUT,
+            "/v2/apps/shop/web",
+            r#"{ "instances": 3 }"#,
+        )
         .await?;
     assert_eq!(status, 200, "{answer}");
     eventually("scaled to 3", TIMEOUT, || async {
@@ -74,17 +93,37 @@ async fn groups_updates_versions_and_events_follow_marathons_api() -> anyhow::Re
 
     // Creating an existing app is a conflict; an unknown app is 404.
     let (status, _) = svc
-        .send(reqwest::Method::POST, "/v2/apps", r#"{ "id": "/shop/web", "cmd": "sleep 1" }"#)
+        .send(
+            reqwest::Method::POST,
+            "/v2/apps",
+            r#"{ "id": "/shop/web", "cmd": "sleep 1" }"#,
+        )
         .await?;
     assert_eq!(status, 409);
-    let missing = http.get(format!("{}/v2/apps/nope", svc.url())).send().await?;
+    let missing = http
+        .get(format!("{}/v2/apps/nope", svc.url()))
+        .send()
+        .await?;
     assert_eq!(missing.status(), 404);
 
     // Info names the framework id the master gave; metrics count the instances.
     let info = svc.get("/v2/info").await?;
-    assert!(info["frameworkId"].as_str().is_some_and(|id| !id.is_empty()), "{info}");
-    let metrics = http.get(format!("{}/metrics", svc.url())).send().await?.text().await?;
-    assert!(metrics.contains("agora_svc_instances_running 4"), "{metrics}");
+    assert!(
+        info["frameworkId"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{info}"
+    );
+    let metrics = http
+        .get(format!("{}/metrics", svc.url()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("agora_svc_instances_running 4"),
+        "{metrics}"
+    );
 
     // The event stream saw the deployments succeed and tasks run.
     let mut seen = String::new();
@@ -102,13 +141,20 @@ async fn groups_updates_versions_and_events_follow_marathons_api() -> anyhow::Re
     // Destroying the group's apps leaves nothing.
     for app_id in ["shop/web", "shop/db"] {
         let (status, _) = svc
-            .send(reqwest::Method::DELETE, &format!("/v2/apps/{app_id}?force=true"), "")
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/v2/apps/{app_id}?force=true"),
+                "",
+            )
             .await?;
         assert_eq!(status, 200);
     }
     eventually("apps gone", TIMEOUT, || async {
         let apps = svc.get("/v2/apps").await?;
-        Ok(apps["apps"].as_array().is_some_and(Vec::is_empty).then_some(()))
+        Ok(apps["apps"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(()))
     })
     .await?;
     svc.shutdown().await

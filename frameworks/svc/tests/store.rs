@@ -51,17 +51,39 @@ fn writes_survive_a_reopen_and_app_deletion_takes_its_versions() -> anyhow::Resu
         let store = SvcStore::open(dir.path())?;
         store.apply(&[
             StoreWrite::FrameworkId("fw-1".into()),
-            StoreWrite::PutApp { app_id: "/web".into(), app: app.clone() },
-            StoreWrite::PutApp { app_id: "/web2".into(), app: app.clone() },
-            StoreWrite::PutVersion { app_id: "/web".into(), version: "v1".into(), definition: json!({ "id": "/web" }) },
-            StoreWrite::PutVersion { app_id: "/web".into(), version: "v2".into(), definition: json!({ "id": "/web" }) },
-            StoreWrite::PutVersion { app_id: "/web2".into(), version: "v1".into(), definition: json!({ "id": "/web2" }) },
+            StoreWrite::PutApp {
+                app_id: "/web".into(),
+                app: app.clone(),
+            },
+            StoreWrite::PutApp {
+                app_id: "/web2".into(),
+                app: app.clone(),
+            },
+            StoreWrite::PutVersion {
+                app_id: "/web".into(),
+                version: "v1".into(),
+                definition: json!({ "id": "/web" }),
+            },
+            StoreWrite::PutVersion {
+                app_id: "/web".into(),
+                version: "v2".into(),
+                definition: json!({ "id": "/web" }),
+            },
+            StoreWrite::PutVersion {
+                app_id: "/web2".into(),
+                version: "v1".into(),
+                definition: json!({ "id": "/web2" }),
+            },
             StoreWrite::PutInstance(instance("web.1")),
             StoreWrite::PutInstance(instance("web.2")),
-            StoreWrite::DeleteInstance { task_id: "web.2".into() },
+            StoreWrite::DeleteInstance {
+                task_id: "web.2".into(),
+            },
             StoreWrite::PutDeployment(deployment.clone()),
         ])?;
-        store.apply(&[StoreWrite::DeleteApp { app_id: "/web2".into() }])?;
+        store.apply(&[StoreWrite::DeleteApp {
+            app_id: "/web2".into(),
+        }])?;
     }
     let store = SvcStore::open(dir.path())?;
     let state = store.load()?;

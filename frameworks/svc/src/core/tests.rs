@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use agora_proto::v1::{self, TaskState};
 use agora_proto::Resources;
+use agora_proto::v1::{self, TaskState};
 use proptest::prelude::*;
 
 use super::*;
@@ -12,7 +12,9 @@ use crate::app::{AppDefinition, KillSelection};
 const T0: f64 = 1_800_000_000.0;
 
 fn app(json: &str) -> AppDefinition {
-    AppDefinition::from_json_str(json).expect("valid test app").app
+    AppDefinition::from_json_str(json)
+        .expect("valid test app")
+        .app
 }
 
 fn offer(index: usize, resources: &str) -> v1::Offer {
@@ -21,7 +23,9 @@ fn offer(index: usize, resources: &str) -> v1::Offer {
         framework_id: "fw".into(),
         agent_id: format!("agent-{index}"),
         hostname: format!("node-{index}"),
-        resources: Resources::parse(resources).expect("valid resources").to_proto(),
+        resources: Resources::parse(resources)
+            .expect("valid resources")
+            .to_proto(),
         labels: Default::default(),
     }
 }
@@ -92,17 +96,27 @@ fn deployment_state(core: &SvcCore, id: &str) -> String {
 fn a_new_app_is_stored_before_it_is_launched_and_its_deployment_succeeds() {
     let mut core = subscribed_core();
     let answer = core
-        .create_app(app(r#"{"id":"/web","cmd":"sleep 1000","cpus":1,"mem":64,"instances":2}"#), T0)
+        .create_app(
+            app(r#"{"id":"/web","cmd":"sleep 1000","cpus":1,"mem":64,"instances":2}"#),
+            T0,
+        )
         .expect("created");
     core.take_commands();
     core.on_offers(offers(2), T0 + 1.0);
     let commands = core.take_commands();
-    let first_persist = commands.iter().position(|c| matches!(c, Command::Persist(_)));
-    let first_launch = commands.iter().position(|c| matches!(c, Command::Launch { .. }));
+    let first_persist = commands
+        .iter()
+        .position(|c| matches!(c, Command::Persist(_)));
+    let first_launch = commands
+        .iter()
+        .position(|c| matches!(c, Command::Launch { .. }));
     assert!(first_persist.expect("persisted") < first_launch.expect("launched"));
     let tasks = launched(&commands);
     assert_eq!(tasks.len(), 2);
-    assert!(commands.contains(&Command::Suppress), "nothing left to place: {commands:?}");
+    assert!(
+        commands.contains(&Command::Suppress),
+        "nothing left to place: {commands:?}"
+    );
     assert_eq!(deployment_state(&core, &answer.deployment_id), "running");
     run_all(&mut core, &tasks, T0 + 2.0);
     assert_eq!(deployment_state(&core, &answer.deployment_id), "succeeded");
@@ -111,30 +125,43 @@ fn a_new_app_is_stored_before_it_is_launched_and_its_deployment_succeeds() {
 #[test]
 fn bin_packing_fills_one_agent_before_the_next() {
     let mut core = subscribed_core();
-    core.create_app(app(r#"{"id":"/packed","cmd":"sleep 1000","cpus":1,"mem":64,"instances":3}"#), T0)
-        .expect("created");
+    core.create_app(
+        app(r#"{"id":"/packed","cmd":"sleep 1000","cpus":1,"mem":64,"instances":3}"#),
+        T0,
+    )
+    .expect("created");
     core.on_offers(offers(3), T0);
     let tasks = launched(&core.take_commands());
     assert_eq!(tasks.len(), 3);
-    assert!(tasks.iter().all(|task| task.agent_id == tasks[0].agent_id), "{tasks:?}");
+    assert!(
+        tasks.iter().all(|task| task.agent_id == tasks[0].agent_id),
+        "{tasks:?}"
+    );
 }
 
 #[test]
 fn scaling_down_kills_the_youngest_first_and_never_counts_killed_instances() {
     let mut core = subscribed_core();
-    let mut definition = app(r#"{"id":"/web","cmd":"sleep 1000","cpus":0.5,"mem":32,"instances":3}"#);
+    let mut definition =
+        app(r#"{"id":"/web","cmd":"sleep 1000","cpus":0.5,"mem":32,"instances":3}"#);
     core.create_app(definition.clone(), T0).expect("created");
     core.on_offers(offers(1), T0);
     let tasks = launched(&core.take_commands());
     for (offset, task) in tasks.iter().enumerate() {
-        core.on_update(&status(task, TaskState::TaskRunning, None), T0 + 1.0 + offset as f64);
+        core.on_update(
+            &status(task, TaskState::TaskRunning, None),
+            T0 + 1.0 + offset as f64,
+        );
     }
     core.take_commands();
     definition.instances = 1;
     definition.kill_selection = KillSelection::YoungestFirst;
     core.put_app(definition, false, T0 + 10.0).expect("scaled");
     let kills = killed(&core.take_commands());
-    assert_eq!(kills, vec![tasks[2].task_id.clone(), tasks[1].task_id.clone()]);
+    assert_eq!(
+        kills,
+        vec![tasks[2].task_id.clone(), tasks[1].task_id.clone()]
+    );
     // More offers do not launch replacements for the instances being killed.
     core.on_offers(offers(1), T0 + 11.0);
     assert!(launched(&core.take_commands()).is_empty());
@@ -156,7 +183,9 @@ fn a_failed_instance_is_replaced_after_a_growing_backoff() {
         assert_eq!(tasks.len(), 1, "one replacement at {now}");
         core.on_update(&status(&tasks[0], TaskState::TaskFailed, None), now);
         let queue = core.queue_json(now);
-        let delay = queue["queue"][0]["delay"]["timeLeftSeconds"].as_f64().expect("delay");
+        let delay = queue["queue"][0]["delay"]["timeLeftSeconds"]
+            .as_f64()
+            .expect("delay");
         delays.push(delay);
         // While backing off, offers are declined.
         core.on_offers(offers(1), now + delay / 2.0);
@@ -178,26 +207,50 @@ fn an_unhealthy_instance_is_killed_and_replaced() {
     .expect("created");
     core.on_offers(offers(1), T0);
     let tasks = launched(&core.take_commands());
-    core.on_update(&status(&tasks[0], TaskState::TaskRunning, Some(true)), T0 + 1.0);
-    core.on_update(&status(&tasks[0], TaskState::TaskRunning, Some(false)), T0 + 2.0);
-    assert_eq!(killed(&core.take_commands()), vec![tasks[0].task_id.clone()]);
+    core.on_update(
+        &status(&tasks[0], TaskState::TaskRunning, Some(true)),
+        T0 + 1.0,
+    );
+    core.on_update(
+        &status(&tasks[0], TaskState::TaskRunning, Some(false)),
+        T0 + 2.0,
+    );
+    assert_eq!(
+        killed(&core.take_commands()),
+        vec![tasks[0].task_id.clone()]
+    );
     core.on_offers(offers(1), T0 + 3.0);
-    assert_eq!(launched(&core.take_commands()).len(), 1, "replacement launched");
+    assert_eq!(
+        launched(&core.take_commands()).len(),
+        1,
+        "replacement launched"
+    );
 }
 
 #[test]
 fn an_app_too_big_for_every_agent_waits_with_the_reason() {
     let mut core = subscribed_core();
     let answer = core
-        .create_app(app(r#"{"id":"/big","cmd":"sleep 1","cpus":64,"mem":16}"#), T0)
+        .create_app(
+            app(r#"{"id":"/big","cmd":"sleep 1","cpus":64,"mem":16}"#),
+            T0,
+        )
         .expect("created");
     core.on_offers(offers(2), T0);
     assert!(launched(&core.take_commands()).is_empty());
     let queue = core.queue_json(T0);
-    assert_eq!(queue["queue"][0]["reason"], "no agent has 64 cpus; largest free is 4");
+    assert_eq!(
+        queue["queue"][0]["reason"],
+        "no agent has 64 cpus; largest free is 4"
+    );
     let deployment = core.deployment_json(&answer.deployment_id).expect("exists");
     assert_eq!(deployment["state"], "running");
-    assert!(deployment["reason"].as_str().unwrap_or_default().contains("no agent has 64 cpus"));
+    assert!(
+        deployment["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no agent has 64 cpus")
+    );
     // It never claims success, and fails once the deployment timeout passes.
     core.tick(T0 + 601.0);
     assert_eq!(deployment_state(&core, &answer.deployment_id), "failed");
@@ -207,8 +260,12 @@ fn an_app_too_big_for_every_agent_waits_with_the_reason() {
 fn a_group_starts_apps_in_dependency_order() {
     let mut core = subscribed_core();
     let database = app(r#"{"id":"/shop/db","cmd":"sleep 1000","cpus":0.1,"mem":16}"#);
-    let web = app(r#"{"id":"/shop/web","cmd":"sleep 1000","cpus":0.1,"mem":16,"dependencies":["/shop/db"]}"#);
-    let answer = core.put_apps(vec![web, database], false, T0).expect("deployed");
+    let web = app(
+        r#"{"id":"/shop/web","cmd":"sleep 1000","cpus":0.1,"mem":16,"dependencies":["/shop/db"]}"#,
+    );
+    let answer = core
+        .put_apps(vec![web, database], false, T0)
+        .expect("deployed");
     core.on_offers(offers(1), T0);
     let first = launched(&core.take_commands());
     assert_eq!(first.len(), 1);
@@ -226,7 +283,10 @@ fn a_group_starts_apps_in_dependency_order() {
 fn invalid_constraints_and_dependency_cycles_are_refused_without_change() {
     let mut core = subscribed_core();
     let error = core
-        .create_app(app(r#"{"id":"/a","cmd":"sleep 1","constraints":[["rack","GROUP_BY","x"]]}"#), T0)
+        .create_app(
+            app(r#"{"id":"/a","cmd":"sleep 1","constraints":[["rack","GROUP_BY","x"]]}"#),
+            T0,
+        )
         .expect_err("GROUP_BY takes a number");
     let ApiError::Invalid(errors) = error else {
         panic!("expected a validation error, got {error:?}");
@@ -255,12 +315,18 @@ fn a_running_deployment_locks_its_app_until_forced_and_can_be_rolled_back() {
     run_all(&mut core, &v1_tasks, T0 + 1.0);
 
     definition.cmd = Some("sleep 2000".into());
-    let upgrade = core.put_app(definition.clone(), false, T0 + 2.0).expect("upgrade");
+    let upgrade = core
+        .put_app(definition.clone(), false, T0 + 2.0)
+        .expect("upgrade");
     let locked = core.put_app(definition.clone(), false, T0 + 3.0);
     assert!(matches!(locked, Err(ApiError::Locked { .. })), "{locked:?}");
     core.on_offers(offers(1), T0 + 4.0);
     let v2_tasks = launched(&core.take_commands());
-    assert_eq!(v2_tasks.len(), 1, "new version launched next to the old one");
+    assert_eq!(
+        v2_tasks.len(),
+        1,
+        "new version launched next to the old one"
+    );
 
     let rollback = core
         .cancel_deployment(&upgrade.deployment_id, false, T0 + 5.0)
@@ -268,19 +334,32 @@ fn a_running_deployment_locks_its_app_until_forced_and_can_be_rolled_back() {
         .expect("a rollback deployment");
     assert_eq!(deployment_state(&core, &upgrade.deployment_id), "cancelled");
     let commands = core.take_commands();
-    assert_eq!(killed(&commands), vec![v2_tasks[0].task_id.clone()], "the new instance goes");
+    assert_eq!(
+        killed(&commands),
+        vec![v2_tasks[0].task_id.clone()],
+        "the new instance goes"
+    );
     core.on_update(&status(&v2_tasks[0], TaskState::TaskKilled, None), T0 + 6.0);
-    assert_eq!(deployment_state(&core, &rollback.deployment_id), "succeeded");
+    assert_eq!(
+        deployment_state(&core, &rollback.deployment_id),
+        "succeeded"
+    );
     let detail = core.app_detail_json("/web").expect("app");
     assert_eq!(detail["app"]["cmd"], "sleep 1000");
-    assert_eq!(detail["app"]["tasks"][0]["id"], v1_tasks[0].task_id.as_str());
+    assert_eq!(
+        detail["app"]["tasks"][0]["id"],
+        v1_tasks[0].task_id.as_str()
+    );
 }
 
 #[test]
 fn recovery_from_the_stored_writes_keeps_instances_and_reconciles_them() {
     let mut core = subscribed_core();
-    core.create_app(app(r#"{"id":"/web","cmd":"sleep 1000","cpus":0.1,"mem":16,"instances":2}"#), T0)
-        .expect("created");
+    core.create_app(
+        app(r#"{"id":"/web","cmd":"sleep 1000","cpus":0.1,"mem":16,"instances":2}"#),
+        T0,
+    )
+    .expect("created");
     core.on_offers(offers(2), T0);
     let mut writes = Vec::new();
     let commands = core.take_commands();
@@ -300,7 +379,11 @@ fn recovery_from_the_stored_writes_keeps_instances_and_reconciles_them() {
             StoreWrite::PutApp { app_id, app } => {
                 apps.insert(app_id, app);
             }
-            StoreWrite::PutVersion { app_id, version, definition } => {
+            StoreWrite::PutVersion {
+                app_id,
+                version,
+                definition,
+            } => {
                 state.versions.push((app_id, version, definition));
             }
             StoreWrite::PutInstance(instance) => {
@@ -318,7 +401,9 @@ fn recovery_from_the_stored_writes_keeps_instances_and_reconciles_them() {
     let mut recovered = SvcCore::recover(CoreConfig::default(), state).expect("recovers");
     recovered.on_subscribed("fw", T0 + 10.0);
     let commands = recovered.take_commands();
-    let reconcile = commands.iter().find(|command| matches!(command, Command::Reconcile(_)));
+    let reconcile = commands
+        .iter()
+        .find(|command| matches!(command, Command::Reconcile(_)));
     let Some(Command::Reconcile(listed)) = reconcile else {
         panic!("explicit reconciliation first: {commands:?}");
     };
@@ -334,7 +419,10 @@ fn recovery_from_the_stored_writes_keeps_instances_and_reconciles_them() {
         ..Default::default()
     };
     recovered.on_update(&status(&stray, TaskState::TaskRunning, None), T0 + 12.0);
-    assert_eq!(killed(&recovered.take_commands()), vec!["web.stray".to_owned()]);
+    assert_eq!(
+        killed(&recovered.take_commands()),
+        vec!["web.stray".to_owned()]
+    );
     recovered.on_offers(offers(2), T0 + 13.0);
     assert_eq!(launched(&recovered.take_commands()).len(), 1);
 }
