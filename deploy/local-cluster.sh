@@ -1,23 +1,35 @@
 #!/usr/bin/env bash
-# A whole Agora cluster on this machine, for a first look: a master, one agent and a sample
-# app (busybox httpd kept running by the `everywhere` example framework). State lives under
-# .agora-local/ (or $AGORA_LOCAL_DIR) and is reused by the next run. Ctrl-C stops everything.
+# A whole Agora cluster on this machine, for a first look: a master, one agent, svcframework and
+# batchframework, with the sample app deploy/examples/hello.json deployed through svcframework.
+# State lives under .agora-local/ (or $AGORA_LOCAL_DIR) and is reused by the next run.
+# Ctrl-C stops everything, the sample app's container or process included.
 #
 # The agent uses the local Docker Engine when one answers (the sample image is built locally
 # FROM scratch with a static busybox, nothing is pulled) and the process runtime otherwise.
+# AGORA_LOCAL_EXIT_WHEN_READY=1 stops everything as soon as the sample app answers (for scripts);
+# AGORA_LOCAL_RUNTIME=process|docker picks the runtime instead of detecting it.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 state=${AGORA_LOCAL_DIR:-$root/.agora-local}
 master_port=${AGORA_LOCAL_MASTER_PORT:-5050}
 agent_port=${AGORA_LOCAL_AGENT_PORT:-5051}
+svc_port=${AGORA_LOCAL_SVC_PORT:-8080}
+batch_port=${AGORA_LOCAL_BATCH_PORT:-8090}
+ports=${AGORA_LOCAL_TASK_PORTS:-31000-31099}
 master_url="http://127.0.0.1:${master_port}"
+svc_url="http://127.0.0.1:${svc_port}"
+batch_url="http://127.0.0.1:${batch_port}"
 mkdir -p "$state/logs" "$state/www"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+fail() { printf 'local-cluster: %s\n' "$*" >&2; exit 1; }
+command -v curl >/dev/null 2>&1 || fail "curl is needed"
+command -v python3 >/dev/null 2>&1 || fail "python3 is needed (to read JSON)"
 
-say "building master, agent and the example framework"
-(cd "$root" && cargo build --quiet -p agora-master -p agora-agent -p agora-example-everywhere --bins)
+say "building master, agent, svcframework, batchframework and the example framework"
+(cd "$root" && cargo build --quiet -p agora-master -p agora-agent -p agora-svc -p agora-batch \
+  -p agora-example-everywhere --bins)
 bin="$root/target/debug"
 
 busybox=""
@@ -27,12 +39,12 @@ done
 
 cat > "$state/www/index.html" <<'HTML'
 <h1>Hello from Agora</h1>
-<p>This page is served by a task the master placed on your agent.</p>
+<p>This page is served by an instance svcframework placed on your agent.</p>
 HTML
 
 runtime=process
-image=""
-if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 \
+wanted_runtime=${AGORA_LOCAL_RUNTIME:-auto}   # auto, docker or process
+if [ "$wanted_runtime" != process ] && command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 \
   && [ -n "$busybox" ] && file -L "$busybox" 2>/dev/null | grep -q 'statically linked'; then
   runtime=docker
   image=agora-sample:local
@@ -41,83 +53,109 @@ if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 \
     context=$(mktemp -d)
     mkdir -p "$context/rootfs/bin" "$context/rootfs/www"
     cp "$busybox" "$context/rootfs/bin/busybox"
-    for tool in sh httpd sleep cat echo ls; do ln -s busybox "$context/rootfs/bin/$tool"; done
+    for tool in sh httpd sleep cat echo ls date; do ln -s busybox "$context/rootfs/bin/$tool"; done
     cp "$state/www/index.html" "$context/rootfs/www/index.html"
     printf 'FROM scratch\nCOPY rootfs /\nCMD ["/bin/sh"]\n' > "$context/Dockerfile"
     docker build --quiet -t "$image" "$context" >/dev/null
     rm -rf "$context"
   fi
-  app_cmd='exec httpd -f -p $PORT0 -h /www'
-elif [ -n "$busybox" ]; then
-  app_cmd="exec $busybox httpd -f -p \$PORT0 -h $state/www"
-elif command -v python3 >/dev/null 2>&1; then
-  app_cmd="cd $state/www && exec python3 -m http.server \$PORT0"
+  say "runtime: docker (the local engine answers)"
+  cp "$root/deploy/examples/hello.json" "$state/hello.json"
 else
-  echo "neither busybox nor python3 is installed: the sample app needs one of them" >&2
-  exit 1
-fi
-if [ "$runtime" = docker ]; then
-  say "runtime: docker (local engine answers)"
-else
-  say "runtime: process (no Docker Engine, or no static busybox for the sample image)"
+  [ "$wanted_runtime" = docker ] && fail "AGORA_LOCAL_RUNTIME=docker, but no Docker Engine answers or no static busybox"
+  if [ -n "$busybox" ]; then
+    app_cmd="exec $busybox httpd -f -p \$PORT0 -h $state/www"
+  else
+    app_cmd="cd $state/www && exec python3 -m http.server \$PORT0"
+  fi
+  if [ "$wanted_runtime" = process ]; then
+    say "runtime: process (AGORA_LOCAL_RUNTIME=process)"
+  else
+    say "runtime: process (no Docker Engine, or no static busybox for the sample image)"
+  fi
+  # The same app without the container: the process runtime runs the command on the host.
+  APP_CMD="$app_cmd" python3 - "$root/deploy/examples/hello.json" "$state/hello.json" <<'PY'
+import json, os, sys
+app = json.load(open(sys.argv[1]))
+app.pop("container", None)
+app["cmd"] = os.environ["APP_CMD"]
+json.dump(app, open(sys.argv[2], "w"), indent=2)
+PY
 fi
 
 pids=()
+names=()
+agent_id=""
 stop_all() {
   trap - INT TERM EXIT
   say "stopping"
-  # The framework first (it tears itself down, so the master kills the sample app), then the
-  # agent, then the master.
   stop_pid() {
     [ -n "${1:-}" ] || return 0
     kill -TERM "$1" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
   }
-  stop_pid "${pids[2]:-}"
-  # Give the agent time to carry out the kills the teardown caused.
-  for _ in $(seq 1 150); do
-    curl -fs "http://127.0.0.1:${agent_port}/state" 2>/dev/null \
-      | python3 -c 'import json,sys; sys.exit(0 if not json.load(sys.stdin).get("tasks") else 1)' \
-      2>/dev/null && break
-    sleep 0.1
-  done
-  stop_pid "${pids[1]:-}"
-  stop_pid "${pids[0]:-}"
+  # Frameworks first (they keep their apps and jobs for the next run), then the agent, which
+  # stops its tasks, then the master.
+  for index in 4 3 2 1 0; do stop_pid "${pids[$index]:-}"; done
   wait 2>/dev/null || true
-  say "stopped; state kept in $state"
+  # Exited containers of this agent would be removed by it a little later; it is gone now.
+  if [ "$runtime" = docker ] && [ -n "$agent_id" ]; then
+    docker ps -aq --filter "label=agora.agent_id=$agent_id" | xargs -r docker rm -f >/dev/null 2>&1 || true
+  fi
+  say "stopped; state kept in $state (run again to resume)"
 }
 trap stop_all INT TERM EXIT
 
-# Each daemon's output, prefixed with its name.
+# Each daemon's output, prefixed with its name and kept in $state/logs.
 run_prefixed() {
   local name=$1; shift
   "$@" > >(sed -u "s/^/[$name] /" | tee -a "$state/logs/$name.log") 2>&1 &
   pids+=("$!")
+  names+=("$name")
+}
+
+wait_for() {
+  local what=$1 url=$2
+  for _ in $(seq 1 150); do
+    curl -fs "$url" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  fail "$what did not answer at $url; logs are in $state/logs"
 }
 
 run_prefixed master "$bin/master" --listen "127.0.0.1:${master_port}" --work-dir "$state/master"
+wait_for master "$master_url/health"
+
+run_prefixed agent "$bin/agent" --master "$master_url" --listen "127.0.0.1:${agent_port}" \
+  --work-dir "$state/agent" --runtime "$runtime" --hostname "$(hostname)" --label zone=local \
+  --resources "ports:[$ports]" --kill-tasks-on-shutdown --remove-exited-after 5
+
 for _ in $(seq 1 100); do
-  curl -fs "$master_url/health" >/dev/null 2>&1 && break
+  agent_id=$(curl -fs "http://127.0.0.1:${agent_port}/state" 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin).get("agent_id") or "")' 2>/dev/null || true)
+  [ -n "$agent_id" ] && break
   sleep 0.1
 done
 
-run_prefixed agent "$bin/agent" --master "$master_url" --listen "127.0.0.1:${agent_port}" \
-  --work-dir "$state/agent" --runtime "$runtime" --hostname "$(hostname)" --label zone=local
+run_prefixed svcframework "$bin/svcframework" serve --master "$master_url" \
+  --listen "127.0.0.1:${svc_port}" --work-dir "$state/svc"
+run_prefixed batchframework "$bin/batchframework" serve --master "$master_url" \
+  --listen "127.0.0.1:${batch_port}" --work-dir "$state/batch"
+wait_for svcframework "$svc_url/ping"
+wait_for batchframework "$batch_url/ping"
 
-everywhere_args=(--master "$master_url" --name sample-web --cmd "$app_cmd" --ports 1
-  --cpus 0.1 --mem 32 --teardown-on-exit)
-[ -n "$image" ] && everywhere_args+=(--image "$image")
-run_prefixed framework "$bin/everywhere" "${everywhere_args[@]}"
+say "deploying the sample app ($state/hello.json)"
+AGORA_SVC_URL=$svc_url "$bin/svcframework" deploy "$state/hello.json" --wait --timeout 180 \
+  || fail "the sample app did not deploy; see 'svcframework status /hello' and $state/logs"
 
-say "waiting for the sample app"
 app_url=""
-for _ in $(seq 1 300); do
-  port=$(curl -fs "$master_url/state/tasks" 2>/dev/null | python3 -c '
+for _ in $(seq 1 150); do
+  port=$(AGORA_SVC_URL=$svc_url "$bin/svcframework" tasks /hello -o json 2>/dev/null | python3 -c '
 import json, sys
-for task in json.load(sys.stdin):
-    ports = task.get("resources", {}).get("ports", "")
-    if task.get("state") == "TASK_RUNNING" and ports:
-        print(ports.strip("[]").split("-")[0])
+for task in json.load(sys.stdin).get("tasks", []):
+    if task.get("state") == "TASK_RUNNING" and task.get("ports"):
+        print(task["ports"][0])
         break
 ' 2>/dev/null || true)
   if [ -n "$port" ] && curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1; then
@@ -126,24 +164,29 @@ for task in json.load(sys.stdin):
   fi
   sleep 0.2
 done
-
-if [ -z "$app_url" ]; then
-  echo "the sample app did not come up; logs are in $state/logs" >&2
-  exit 1
-fi
+[ -n "$app_url" ] || fail "the sample app does not answer; logs are in $state/logs"
 
 cat <<EOF
 
   Agora is running ($runtime runtime), state in $state
 
-  sample app     $app_url
-  master state   $master_url/state
-  metrics        $master_url/metrics
-  agent state    http://127.0.0.1:${agent_port}/state
+  $(AGORA_SVC_URL=$svc_url "$bin/svcframework" list | sed '2,$s/^/  /')
+
+  sample app       $app_url
+  svcframework     $svc_url/v2/apps      (queue: $svc_url/v2/queue, events: $svc_url/v2/events)
+  batchframework   $batch_url/v1/jobs
+  master state     $master_url/state     (metrics: $master_url/metrics)
+  agent state      http://127.0.0.1:${agent_port}/state
+  logs             $state/logs/
 
   Try:
+    export PATH=$bin:\$PATH AGORA_SVC_URL=$svc_url AGORA_BATCH_URL=$batch_url
     curl $app_url
-    curl -s $master_url/state | python3 -m json.tool
+    svcframework status /hello
+    svcframework scale /hello 2      # hostname:UNIQUE on one agent: 'status' and /v2/queue say why one waits
+    svcframework scale /hello 1 --force
+    svcframework restart /hello --wait
+    batchframework submit deploy/examples/job.json && batchframework runs nightly-report
     cargo run -p agora-example-everywhere -- --master $master_url --name echo --cmd 'echo hi; sleep 30'
 
   Ctrl-C stops everything.

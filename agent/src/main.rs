@@ -51,6 +51,10 @@ struct Flags {
     /// Seconds between SIGTERM and SIGKILL when a task names no grace period.
     #[arg(long, env = "AGORA_KILL_GRACE", default_value_t = agora_agent::DEFAULT_KILL_GRACE_SECONDS as f64)]
     kill_grace: f64,
+    /// Kill every task when the agent stops (for throw-away local clusters); by default tasks
+    /// keep running and a restarted agent takes them over.
+    #[arg(long, env = "AGORA_KILL_TASKS_ON_SHUTDOWN")]
+    kill_tasks_on_shutdown: bool,
     /// Log format: text or json.
     #[arg(long, env = "AGORA_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -75,6 +79,7 @@ fn config_from(flags: Flags) -> Result<AgentConfig, AgentError> {
     }
     config.docker_host = flags.docker_host;
     config.allow_privileged = flags.allow_privileged;
+    config.kill_tasks_on_shutdown = flags.kill_tasks_on_shutdown;
     config.remove_exited_after = seconds(flags.remove_exited_after, Duration::from_secs(60));
     config.default_kill_grace = seconds(flags.kill_grace, config.default_kill_grace);
     Ok(config)

@@ -147,6 +147,8 @@ struct Scenario {
     agent_http_ports: BTreeMap<String, u16>,
     test_image: String,
     everywhere: PathBuf,
+    svcframework: PathBuf,
+    svc_port: u16,
     framework_name: String,
     log_dir: PathBuf,
 }
@@ -245,8 +247,106 @@ async fn run_scenario(scenario: Scenario) -> anyhow::Result<()> {
     )
     .await?;
 
+    check_svcframework_places_unique_instances(&scenario).await?;
+
     check_health_checks_reach_tasks(&master_url, &scenario.framework_name, &scenario.test_image)
         .await
+}
+
+/// svcframework in the compose cluster: an app with 3 instances and `["hostname","UNIQUE"]`
+/// lands one instance on each agent, and each answers on its agent's port.
+async fn check_svcframework_places_unique_instances(scenario: &Scenario) -> anyhow::Result<()> {
+    scenario
+        .compose
+        .run(&["up", "-d", "--no-build", "svcframework"])?;
+    let svc = SocketAddr::from(([127, 0, 0, 1], scenario.svc_port));
+    agora_tests::eventually("svcframework answers", RUNNING_TIMEOUT, || async move {
+        let response = agora_tests::http_get(svc, "/ping").await?;
+        Ok((response.status == 200).then_some(()))
+    })
+    .await?;
+    let app = serde_json::json!({
+        "id": "/compose-web",
+        "cmd": "exec httpd -f -p $PORT0 -h /www",
+        "cpus": 0.1,
+        "mem": 16,
+        "instances": 3,
+        "container": { "type": "DOCKER", "docker": { "image": scenario.test_image } },
+        "portDefinitions": [{ "port": 0 }],
+        "constraints": [["hostname", "UNIQUE"]],
+        "healthChecks": [{ "protocol": "HTTP", "path": "/", "portIndex": 0,
+                           "gracePeriodSeconds": 10, "intervalSeconds": 2, "timeoutSeconds": 1 }],
+    });
+    let app_file = scenario.log_dir.join("compose-web.json");
+    std::fs::write(&app_file, app.to_string())?;
+    let svc_url = format!("http://{svc}");
+    let run_cli = |arguments: Vec<String>| {
+        let binary = scenario.svcframework.clone();
+        let svc_url = svc_url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new(binary)
+                    .args(&arguments)
+                    .env("AGORA_SVC_URL", svc_url)
+                    .output()
+            })
+            .await?
+            .context("running svcframework")
+        }
+    };
+    let deploy = run_cli(vec![
+        "deploy".into(),
+        app_file.display().to_string(),
+        "--wait".into(),
+        "--timeout".into(),
+        "120".into(),
+    ])
+    .await?;
+    anyhow::ensure!(
+        deploy.status.success(),
+        "svcframework deploy failed: {}{}",
+        String::from_utf8_lossy(&deploy.stdout),
+        String::from_utf8_lossy(&deploy.stderr)
+    );
+    let tasks = agora_tests::http_get(svc, "/v2/apps/compose-web/tasks")
+        .await?
+        .json()?;
+    let tasks = tasks["tasks"].as_array().cloned().unwrap_or_default();
+    let mut hosts: Vec<String> = Vec::new();
+    for task in &tasks {
+        let host = task["host"].as_str().unwrap_or_default().to_owned();
+        let port = task["ports"][0].as_u64().unwrap_or_default();
+        anyhow::ensure!(
+            scenario.agent_ports.get(&host).map(|p| u64::from(*p)) == Some(port),
+            "instance on {host} holds port {port}, expected that agent's port: {tasks:?}"
+        );
+        let address = SocketAddr::from(([127, 0, 0, 1], u16::try_from(port)?));
+        let response = agora_tests::http_get(address, "/").await?;
+        anyhow::ensure!(
+            response.status == 200,
+            "{host}:{port} answered {}",
+            response.status
+        );
+        hosts.push(host);
+    }
+    hosts.sort();
+    let expected: Vec<String> = AGENTS.iter().map(|(host, _)| (*host).to_owned()).collect();
+    anyhow::ensure!(
+        hosts == expected,
+        "one instance per agent expected, got {hosts:?}"
+    );
+    let destroy = run_cli(vec![
+        "destroy".into(),
+        "/compose-web".into(),
+        "--wait".into(),
+    ])
+    .await?;
+    anyhow::ensure!(
+        destroy.status.success(),
+        "svcframework destroy failed: {}",
+        String::from_utf8_lossy(&destroy.stderr)
+    );
+    Ok(())
 }
 
 /// Each agent's own view (`GET /state` on its HTTP port): task id -> container id of its
@@ -404,10 +504,11 @@ async fn compose_cluster_serves_a_copy_on_every_agent() -> anyhow::Result<()> {
     let mut ports = free_ports(3 + 2 * AGENTS.len())?.into_iter();
     let mut next_port = || ports.next().context("not enough ports picked");
     let master_port = next_port()?;
+    let svc_port = next_port()?;
     let mut env = BTreeMap::from([
         ("AGORA_IMAGE".to_owned(), IMAGE_TAG.to_owned()),
         ("AGORA_MASTER_PORT".to_owned(), master_port.to_string()),
-        ("AGORA_SVC_PORT".to_owned(), next_port()?.to_string()),
+        ("AGORA_SVC_PORT".to_owned(), svc_port.to_string()),
         ("AGORA_BATCH_PORT".to_owned(), next_port()?.to_string()),
     ]);
     let mut agent_ports = BTreeMap::new();
@@ -438,11 +539,13 @@ async fn compose_cluster_serves_a_copy_on_every_agent() -> anyhow::Result<()> {
         agent_http_ports,
         test_image,
         everywhere: bin_dir.join("everywhere"),
+        svcframework: bin_dir.join("svcframework"),
+        svc_port,
         framework_name: framework_name.clone(),
         log_dir: log_dir.path().to_path_buf(),
     };
 
-    // The frameworks' bins are not part of this test: only the master and the agents.
+    // The master and the agents first; svcframework joins for its part of the scenario.
     let outcome = match compose.run(&[
         "up",
         "-d",

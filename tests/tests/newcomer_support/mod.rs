@@ -20,7 +20,13 @@ pub const RUNNING_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The packages whose bins the tests build: the same set as `deploy/local-cluster.sh` builds,
 /// so that cargo resolves features once for both and the second build is a no-op.
-pub const CLUSTER_PACKAGES: &[&str] = &["agora-master", "agora-agent", "agora-example-everywhere"];
+pub const CLUSTER_PACKAGES: &[&str] = &[
+    "agora-master",
+    "agora-agent",
+    "agora-svc",
+    "agora-batch",
+    "agora-example-everywhere",
+];
 
 /// The repository root (the parent of the `tests` crate).
 pub fn repo_root() -> PathBuf {
