@@ -30,7 +30,9 @@ command -v python3 >/dev/null 2>&1 || fail "python3 is needed (to read JSON)"
 say "building master, agent, svcframework, batchframework and the example framework"
 (cd "$root" && cargo build --quiet -p agora-master -p agora-agent -p agora-svc -p agora-batch \
   -p agora-example-everywhere --bins)
-bin="$root/target/debug"
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
+bin="$target_dir/debug"
 
 busybox=""
 for candidate in /bin/busybox /usr/bin/busybox; do

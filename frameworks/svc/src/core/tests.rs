@@ -427,6 +427,56 @@ fn recovery_from_the_stored_writes_keeps_instances_and_reconciles_them() {
     assert_eq!(launched(&recovered.take_commands()).len(), 1);
 }
 
+#[test]
+fn instances_on_a_lost_agent_are_replaced_elsewhere_and_a_returning_copy_is_killed() {
+    let mut core = subscribed_core();
+    core.create_app(
+        app(r#"{"id":"/web","cmd":"sleep 1000","cpus":0.1,"mem":16,"instances":2}"#),
+        T0,
+    )
+    .expect("created");
+    core.on_offers(vec![offer(1, "cpus:4;mem:4096;ports:[31000-31010]")], T0);
+    let first = launched(&core.take_commands());
+    run_all(&mut core, &first, T0 + 1.0);
+
+    // Unreachable: replaced at once, without backoff.
+    core.on_update(
+        &status(&first[0], TaskState::TaskUnreachable, None),
+        T0 + 2.0,
+    );
+    core.on_offers(
+        vec![offer(2, "cpus:4;mem:4096;ports:[31000-31010]")],
+        T0 + 2.0,
+    );
+    let replacement = launched(&core.take_commands());
+    assert_eq!(replacement.len(), 1);
+    assert_eq!(replacement[0].agent_id, "agent-2");
+    run_all(&mut core, &replacement, T0 + 3.0);
+
+    // The cut-off copy comes back: one too many, so it is killed.
+    core.on_update(&status(&first[0], TaskState::TaskRunning, None), T0 + 4.0);
+    assert_eq!(
+        killed(&core.take_commands()),
+        vec![first[0].task_id.clone()]
+    );
+
+    // The whole agent is lost: its instances are replaced on the agents that are left.
+    core.on_agent_lost("agent-1", T0 + 5.0);
+    core.on_offers(
+        vec![offer(2, "cpus:3;mem:4000;ports:[31001-31010]")],
+        T0 + 5.0,
+    );
+    let after_loss = launched(&core.take_commands());
+    assert_eq!(after_loss.len(), 1);
+    assert!(after_loss.iter().all(|task| task.agent_id == "agent-2"));
+    let queue = core.queue_json(T0 + 5.0);
+    assert_eq!(
+        queue["queue"],
+        serde_json::json!([]),
+        "nothing waits: {queue}"
+    );
+}
+
 fn instance(index: usize, version: &str, ready: bool) -> Instance {
     Instance {
         task_id: format!("web.{index:04}"),
