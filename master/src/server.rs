@@ -91,8 +91,9 @@ pub struct MasterSettings {
     pub core: MasterConfig,
     /// Where the registry lives.
     pub store: StoreSpec,
-    /// Messages buffered per agent or framework stream before that peer counts as too slow
-    /// and is dropped.
+    /// Messages buffered per agent stream before that agent counts as too slow and is dropped.
+    /// A framework's event stream gets 16 times as much: one deploy of many tasks sends a
+    /// burst of updates that a healthy framework drains a moment later.
     pub stream_buffer: usize,
 }
 

@@ -3,8 +3,10 @@
 //! Scalars are held in fixed point (thousandths), as Mesos does, so that adding and
 //! subtracting fractional cpus many times never drifts: 0.1 + 0.2 - 0.3 is exactly zero.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 
 use crate::v1;
 
@@ -20,6 +22,51 @@ pub const PORTS: &str = "ports";
 pub const GPUS: &str = "gpus";
 
 const MILLIS_PER_UNIT: f64 = 1000.0;
+
+/// A resource name, shared: copying resources (which the master does for every offer and
+/// task) never copies their names, and the well-known names exist once per process.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Name(Arc<str>);
+
+impl Name {
+    fn new(name: &str) -> Name {
+        static WELL_KNOWN: LazyLock<[Arc<str>; 5]> =
+            LazyLock::new(|| [CPUS, MEM, DISK, PORTS, GPUS].map(Arc::from));
+        match WELL_KNOWN.iter().find(|known| known.as_ref() == name) {
+            Some(known) => Name(Arc::clone(known)),
+            None => Name(Arc::from(name)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Ok(Name::new(&name))
+    }
+}
 
 /// Why a resource description was rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -235,11 +282,11 @@ impl fmt::Debug for RangeSet {
 #[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     /// Scalars in thousandths of a unit. Zero entries are never stored.
-    scalars: BTreeMap<String, i64>,
+    scalars: BTreeMap<Name, i64>,
     /// Range resources. Empty sets are never stored.
-    ranges: BTreeMap<String, RangeSet>,
+    ranges: BTreeMap<Name, RangeSet>,
     /// Set resources. Empty sets are never stored.
-    sets: BTreeMap<String, BTreeSet<String>>,
+    sets: BTreeMap<Name, BTreeSet<String>>,
 }
 
 fn to_millis(value: f64) -> i64 {
@@ -282,7 +329,7 @@ impl Resources {
         if millis == 0 {
             self.scalars.remove(name);
         } else {
-            self.scalars.insert(name.to_owned(), millis);
+            self.scalars.insert(Name::new(name), millis);
         }
     }
 
@@ -308,7 +355,7 @@ impl Resources {
         if ranges.is_empty() {
             self.ranges.remove(name);
         } else {
-            self.ranges.insert(name.to_owned(), ranges);
+            self.ranges.insert(Name::new(name), ranges);
         }
     }
 
@@ -323,7 +370,7 @@ impl Resources {
         if items.is_empty() {
             self.sets.remove(name);
         } else {
-            self.sets.insert(name.to_owned(), items);
+            self.sets.insert(Name::new(name), items);
         }
     }
 
@@ -385,7 +432,7 @@ impl Resources {
 
     /// Names of all scalar resources.
     pub fn scalar_names(&self) -> impl Iterator<Item = &str> {
-        self.scalars.keys().map(String::as_str)
+        self.scalars.keys().map(Name::as_str)
     }
 
     /// True when nothing is held.
@@ -395,17 +442,30 @@ impl Resources {
 
     /// Adds `other` into `self`.
     pub fn add(&mut self, other: &Resources) {
+        // Look up before inserting: `entry` would clone every name, even those present.
         for (name, &millis) in &other.scalars {
-            *self.scalars.entry(name.clone()).or_insert(0) += millis;
+            match self.scalars.get_mut(name) {
+                Some(held) => *held += millis,
+                None => {
+                    self.scalars.insert(name.clone(), millis);
+                }
+            }
         }
         for (name, ranges) in &other.ranges {
-            self.ranges.entry(name.clone()).or_default().add(ranges);
+            match self.ranges.get_mut(name) {
+                Some(held) => held.add(ranges),
+                None => {
+                    self.ranges.insert(name.clone(), ranges.clone());
+                }
+            }
         }
         for (name, items) in &other.sets {
-            self.sets
-                .entry(name.clone())
-                .or_default()
-                .extend(items.iter().cloned());
+            match self.sets.get_mut(name) {
+                Some(held) => held.extend(items.iter().cloned()),
+                None => {
+                    self.sets.insert(name.clone(), items.clone());
+                }
+            }
         }
     }
 
@@ -532,11 +592,11 @@ impl Resources {
     /// The proto form, one entry per name, in name order.
     pub fn to_proto(&self) -> Vec<v1::Resource> {
         let scalars = self.scalars.iter().map(|(name, &millis)| v1::Resource {
-            name: name.clone(),
+            name: name.as_str().to_owned(),
             value: Some(v1::resource::Value::Scalar(from_millis(millis))),
         });
         let ranges = self.ranges.iter().map(|(name, set)| v1::Resource {
-            name: name.clone(),
+            name: name.as_str().to_owned(),
             value: Some(v1::resource::Value::Ranges(v1::Ranges {
                 range: set
                     .ranges()
@@ -546,7 +606,7 @@ impl Resources {
             })),
         });
         let sets = self.sets.iter().map(|(name, items)| v1::Resource {
-            name: name.clone(),
+            name: name.as_str().to_owned(),
             value: Some(v1::resource::Value::Set(v1::ValueSet {
                 item: items.iter().cloned().collect(),
             })),

@@ -276,17 +276,6 @@ impl Master {
 
     // ----- offers ----------------------------------------------------------------------------
 
-    /// Records a new offer and charges it (`quantities` are those of its resources).
-    pub(super) fn add_offer(&mut self, offer: Offer, quantities: &super::allocator::Quantities) {
-        if let Some(agent) = self.agents.get_mut(&offer.agent_id) {
-            agent.add_offered(&offer.resources, quantities);
-        }
-        if let Some(framework) = self.frameworks.frameworks.get_mut(&offer.framework_id) {
-            framework.allocated.add(quantities);
-        }
-        self.offers.insert(offer);
-    }
-
     /// Removes an offer and gives its resources back to the pool (no event).
     pub(super) fn take_offer(&mut self, offer_id: &OfferId) -> Option<Offer> {
         let offer = self.offers.remove(offer_id)?;

@@ -1,23 +1,14 @@
 //! One allocation pass: every offerable agent's free resources go, whole, to the eligible
 //! framework with the lowest weighted dominant share.
 
-use std::collections::HashMap;
-
-use agora_proto::{AgentId, OfferId, Resources, v1};
+use agora_proto::v1;
 use rand::seq::SliceRandom;
 use tracing::debug;
 
+use super::agents::Agent;
 use super::allocator::{DrfSorter, Quantities};
 use super::offers::Offer;
 use super::{Master, Now};
-
-/// An agent whose free resources this pass will offer.
-struct Candidate {
-    agent_id: AgentId,
-    free: Resources,
-    hostname: String,
-    labels: HashMap<String, String>,
-}
 
 impl Master {
     /// The configured weight of `role` (1 when not configured).
@@ -54,79 +45,86 @@ impl Master {
     }
 
     /// Runs one allocation pass. Returns the number of offers made.
+    ///
+    /// Hot at scale (every agent, every pass): agents are visited in place rather than copied
+    /// out, each offer's proto is built straight from the agent, and frameworks' allocations
+    /// are charged once per framework at the end of the pass (the sorter tracks the shares
+    /// during it).
     pub(super) fn allocate(&mut self, now: Now) -> usize {
         self.allocation_runs_total += 1;
         let mut sorter = self.build_sorter();
         if sorter.candidate_count() == 0 {
             return 0;
         }
-
-        let mut candidates: Vec<Candidate> = self
-            .agents
-            .agents
-            .values()
-            .filter(|agent| agent.offerable() && agent.has_offerable_free())
-            .map(|agent| Candidate {
-                agent_id: agent.id.clone(),
-                free: agent.free(),
-                hostname: agent.info.hostname.clone(),
-                labels: agent.info.labels.clone(),
-            })
-            .collect();
-        candidates.shuffle(&mut self.rng);
-
         let expires = self
             .config
             .offer_timeout
             .map(|timeout| now.instant + timeout);
+
+        let Master {
+            agents,
+            filters,
+            offers,
+            offer_ids,
+            rng,
+            ..
+        } = self;
+        let mut candidates: Vec<&mut Agent> = agents
+            .agents
+            .values_mut()
+            .filter(|agent| agent.offerable() && agent.has_offerable_free())
+            .collect();
+        candidates.shuffle(rng);
+        offers.reserve(candidates.len());
+
         let mut made: Vec<Vec<v1::Offer>> = vec![Vec::new(); sorter.candidate_count()];
+        let mut granted: Vec<Quantities> = vec![Quantities::default(); sorter.candidate_count()];
         let mut offers_made = 0;
-        for candidate in candidates {
-            let filters = &self.filters;
+        for agent in candidates {
+            let free = agent.free();
             let Some(index) = sorter.first_matching(|framework_id| {
-                !filters.blocks(
-                    framework_id,
-                    &candidate.agent_id,
-                    &candidate.free,
-                    now.instant,
-                )
+                !filters.blocks(framework_id, &agent.id, &free, now.instant)
             }) else {
                 continue;
             };
             let Some(framework_id) = sorter.framework_id(index).cloned() else {
                 continue;
             };
-            let quantities = Quantities::of(&candidate.free);
-            sorter.allocate(index, &quantities);
-            let offer_id = OfferId::generate();
-            let Some(batch) = made.get_mut(index) else {
+            let (Some(batch), Some(charged)) = (made.get_mut(index), granted.get_mut(index)) else {
                 continue;
             };
+            let quantities = Quantities::of(&free);
+            sorter.allocate(index, &quantities);
+            charged.add(&quantities);
+            let offer_id = offer_ids.next_id();
             batch.push(v1::Offer {
                 id: offer_id.to_string(),
                 framework_id: framework_id.to_string(),
-                agent_id: candidate.agent_id.to_string(),
-                hostname: candidate.hostname,
-                resources: candidate.free.to_proto(),
-                labels: candidate.labels,
+                agent_id: agent.id.to_string(),
+                hostname: agent.info.hostname.clone(),
+                resources: free.to_proto(),
+                labels: agent.info.labels.clone(),
             });
-            let offer = Offer {
+            agent.add_offered(&free, &quantities);
+            offers.insert(Offer {
                 id: offer_id,
                 framework_id,
-                agent_id: candidate.agent_id,
-                resources: candidate.free,
+                agent_id: agent.id.clone(),
+                resources: free,
                 expires,
-            };
-            self.add_offer(offer, &quantities);
+            });
             offers_made += 1;
         }
-        for (index, offers) in made.into_iter().enumerate() {
+        for (index, (offers, charged)) in made.into_iter().zip(granted).enumerate() {
             if offers.is_empty() {
                 continue;
             }
             let Some(framework_id) = sorter.framework_id(index).cloned() else {
                 continue;
             };
+            if let Some(framework) = self.frameworks.frameworks.get_mut(&framework_id) {
+                framework.allocated.add(&charged);
+            }
             debug!(framework_id = %framework_id, offers = offers.len(), "offers made");
             self.send_to_framework(
                 &framework_id,

@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use agents::AgentBook;
 use filters::FilterBook;
 use frameworks::FrameworkBook;
-use offers::OfferBook;
+use offers::{OfferBook, OfferIdSource};
 use tasks::TaskBook;
 use timers::Timers;
 
@@ -263,6 +263,7 @@ pub struct Master {
     agents: AgentBook,
     frameworks: FrameworkBook,
     offers: OfferBook,
+    offer_ids: OfferIdSource,
     filters: FilterBook,
     tasks: TaskBook,
     /// Sum of the totals of agents in the pool (active or draining).
@@ -296,6 +297,7 @@ impl Master {
             agents: AgentBook::default(),
             frameworks: FrameworkBook::default(),
             offers: OfferBook::default(),
+            offer_ids: OfferIdSource::new(),
             filters: FilterBook::default(),
             cluster_total: allocator::Quantities::default(),
             allocation_runs_total: 0,
