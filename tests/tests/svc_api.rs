@@ -3,6 +3,7 @@
 
 mod svc_support;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use agora_agent::RuntimeKind;
@@ -157,5 +158,92 @@ async fn groups_updates_versions_and_events_follow_marathons_api() -> anyhow::Re
             .then_some(()))
     })
     .await?;
+    svc.shutdown().await
+}
+
+/// Non-terminal tasks the master holds for frameworks named `svcframework`.
+async fn master_live_tasks(svc: &SvcCluster) -> anyhow::Result<BTreeSet<String>> {
+    let state = svc.cluster.state().await?;
+    let ours: BTreeSet<&str> = state
+        .frameworks
+        .iter()
+        .filter_map(|framework| framework.info.as_ref())
+        .filter(|info| info.name == "svcframework")
+        .map(|info| info.id.as_str())
+        .collect();
+    Ok(state
+        .tasks
+        .iter()
+        .filter(|entry| ours.contains(entry.framework_id.as_str()))
+        .filter(|entry| {
+            entry
+                .latest_status
+                .as_ref()
+                .is_none_or(|status| !agora_proto::is_terminal(status.state()))
+        })
+        .filter_map(|entry| entry.task.as_ref().map(|task| task.task_id.clone()))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkilled_daemon_comes_back_with_the_same_instances_and_no_duplicates()
+-> anyhow::Result<()> {
+    let mut svc = SvcCluster::start(RuntimeKind::Process, 2, 2.0).await?;
+    svc.stop_svc().await?;
+    let mut daemon = svc.spawn_binary()?;
+    eventually("the daemon answers", TIMEOUT, || async {
+        Ok(svc.get("/v2/info").await.ok().map(|_| ()))
+    })
+    .await?;
+    let app = r#"{ "id": "/steady", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 4 }"#;
+    let (status, answer) = svc.send(reqwest::Method::POST, "/v2/apps", app).await?;
+    assert_eq!(status, 201, "{answer}");
+    eventually("4 running", TIMEOUT, || async {
+        Ok((running_count(&svc, "/steady").await? == 4).then_some(()))
+    })
+    .await?;
+    let before: BTreeSet<String> = svc
+        .tasks("/steady")
+        .await?
+        .iter()
+        .filter_map(|task| task["id"].as_str().map(str::to_owned))
+        .collect();
+
+    // Scale up and kill -9 the daemon while that deployment is under way.
+    let (status, answer) = svc
+        .send(
+            reqwest::Method::PUT,
+            "/v2/apps/steady",
+            r#"{ "instances": 8 }"#,
+        )
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    daemon.kill()?;
+    daemon.wait()?;
+
+    let mut daemon = svc.spawn_binary()?;
+    let after = eventually("8 running after the restart", TIMEOUT, || async {
+        let tasks = svc.tasks("/steady").await.unwrap_or_default();
+        let running: BTreeSet<String> = tasks
+            .iter()
+            .filter(|task| task["state"] == "TASK_RUNNING")
+            .filter_map(|task| task["id"].as_str().map(str::to_owned))
+            .collect();
+        Ok((tasks.len() == 8 && running.len() == 8).then_some(running))
+    })
+    .await?;
+    assert!(
+        before.is_subset(&after),
+        "the first 4 survived: {before:?} vs {after:?}"
+    );
+    // The master agrees: exactly these 8 tasks live, nothing launched twice.
+    let live = eventually("the master holds exactly the 8", TIMEOUT, || async {
+        let live = master_live_tasks(&svc).await?;
+        Ok((live == after).then_some(live))
+    })
+    .await?;
+    assert_eq!(live.len(), 8);
+    daemon.kill()?;
+    daemon.wait()?;
     svc.shutdown().await
 }

@@ -103,6 +103,21 @@ impl SvcCluster {
         Ok(())
     }
 
+    /// Starts the real `svcframework serve` binary on the daemon's work dir and port (the
+    /// in-process daemon must be stopped first).
+    pub fn spawn_binary(&self) -> anyhow::Result<std::process::Child> {
+        let log = std::fs::File::create(self.svc_dir.path().join("serve.log"))?;
+        Command::new(svc_binary()?)
+            .args(["serve", "--master", &self.cluster.master_url()])
+            .args(["--listen", &self.svc_listen.to_string()])
+            .arg("--work-dir")
+            .arg(self.svc_dir.path())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting svcframework serve")
+    }
+
     /// The daemon's URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.svc_listen)
