@@ -5,9 +5,11 @@
 //! agora-scale deploy   --agents 5000 --tasks 100000   # placements/s, time to RUNNING, memory
 //! agora-scale failover --agents 5000 --tasks 50000    # master restart: re-registration + reconcile
 //! agora-scale docker   --containers 50                # Agora vs a plain bollard loop
+//! agora-scale svc-deploy --agents 5000 --apps 100 --instances-per-app 1000   # svcframework
+//! agora-scale batch    --agents 5000 --tasks 100000   # batchframework, 1 s tasks
 //! ```
 //!
-//! `master` and `framework` are the child processes' entry points, not for direct use.
+//! `master`, `framework`, `svc-daemon` and `batch-daemon` are the child processes' entry points, not for direct use.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -23,6 +25,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
+
+#[path = "agora-scale/frameworks.rs"]
+mod frameworks;
 
 #[path = "../../../tests/src/docker_image.rs"]
 #[allow(dead_code)]
@@ -43,6 +48,24 @@ enum Mode {
     Failover(ClusterArgs),
     /// Launch containers through Agora and through a plain bollard loop, same engine.
     Docker(DockerArgs),
+    /// Deploy many instances through svcframework (apps posted to its REST API).
+    SvcDeploy(SvcArgs),
+    /// Run many short tasks as one batchframework job.
+    Batch(BatchArgs),
+    /// (child process) run svcframework; prints its URL as a JSON line.
+    SvcDaemon {
+        #[arg(long)]
+        master: String,
+        #[arg(long)]
+        work_dir: PathBuf,
+    },
+    /// (child process) run batchframework; prints its URL as a JSON line.
+    BatchDaemon {
+        #[arg(long)]
+        master: String,
+        #[arg(long)]
+        work_dir: PathBuf,
+    },
     /// (child process) run a master.
     Master {
         #[arg(long)]
@@ -92,6 +115,71 @@ struct ClusterArgs {
 }
 
 #[derive(Args, Clone)]
+struct SvcArgs {
+    /// Simulated agents.
+    #[arg(long, default_value_t = 5_000)]
+    agents: usize,
+    /// Apps posted.
+    #[arg(long, default_value_t = 100)]
+    apps: usize,
+    /// Instances of each app.
+    #[arg(long, default_value_t = 1_000)]
+    instances_per_app: usize,
+    /// Cores per agent.
+    #[arg(long, default_value_t = 2.0)]
+    agent_cpus: f64,
+    /// MiB per agent.
+    #[arg(long, default_value_t = 4_096.0)]
+    agent_mem: f64,
+    /// Cores per instance.
+    #[arg(long, default_value_t = 0.1)]
+    task_cpus: f64,
+    /// MiB per instance.
+    #[arg(long, default_value_t = 32.0)]
+    task_mem: f64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Write the results as JSON to this file too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct BatchArgs {
+    /// Simulated agents.
+    #[arg(long, default_value_t = 5_000)]
+    agents: usize,
+    /// Completions of the job (tasks).
+    #[arg(long, default_value_t = 100_000)]
+    tasks: usize,
+    /// Attempts at once; 0 = as many as the fleet holds.
+    #[arg(long, default_value_t = 0)]
+    parallelism: usize,
+    /// How long each simulated task runs, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    duration: f64,
+    /// Cores per agent.
+    #[arg(long, default_value_t = 2.0)]
+    agent_cpus: f64,
+    /// MiB per agent.
+    #[arg(long, default_value_t = 4_096.0)]
+    agent_mem: f64,
+    /// Cores per task.
+    #[arg(long, default_value_t = 0.1)]
+    task_cpus: f64,
+    /// MiB per task.
+    #[arg(long, default_value_t = 32.0)]
+    task_mem: f64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Write the results as JSON to this file too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
 struct DockerArgs {
     /// Containers launched by each side.
     #[arg(long, default_value_t = 50)]
@@ -125,6 +213,10 @@ fn main() -> std::process::ExitCode {
             Mode::Deploy(args) => deploy(args).await,
             Mode::Failover(args) => failover(args).await,
             Mode::Docker(args) => docker(args).await,
+            Mode::SvcDeploy(args) => frameworks::svc_deploy(args).await,
+            Mode::Batch(args) => frameworks::batch(args).await,
+            Mode::SvcDaemon { master, work_dir } => frameworks::run_svc(master, work_dir).await,
+            Mode::BatchDaemon { master, work_dir } => frameworks::run_batch(master, work_dir).await,
             Mode::Master { listen, work_dir } => run_master(listen, work_dir).await,
             Mode::Framework {
                 master,

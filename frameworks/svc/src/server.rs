@@ -85,7 +85,9 @@ pub enum SvcRunError {
     Removed(String),
 }
 
-type CoreCall = Box<dyn FnOnce(&mut SvcCore, f64) + Send>;
+/// Sends a call's answer; run only once the commands the call produced are carried out.
+type Reply = Box<dyn FnOnce() + Send>;
+type CoreCall = Box<dyn FnOnce(&mut SvcCore, f64) -> Reply + Send>;
 
 /// A handle to the actor that owns the core.
 #[derive(Clone)]
@@ -96,15 +98,19 @@ pub(crate) struct CoreHandle {
 }
 
 impl CoreHandle {
-    /// Runs `function` on the core inside the actor and returns its result; the commands it
-    /// produced are carried out before the answer arrives.
+    /// Runs `function` on the core inside the actor and returns its result. The answer
+    /// arrives only after the commands the call produced are carried out, so a change the API
+    /// confirms is already in the store; `None` when the daemon stopped (or could not store).
     pub(crate) async fn call<T: Send + 'static>(
         &self,
         function: impl FnOnce(&mut SvcCore, f64) -> T + Send + 'static,
     ) -> Option<T> {
         let (reply, answer) = oneshot::channel();
         let call: CoreCall = Box::new(move |core, now| {
-            let _ = reply.send(function(core, now));
+            let result = function(core, now);
+            Box::new(move || {
+                let _ = reply.send(result);
+            })
         });
         self.calls.send(call).await.ok()?;
         answer.await.ok()
@@ -289,10 +295,11 @@ impl Actor {
             tokio::select! {
                 () = cancel.cancelled() => break Ok(()),
                 Some(call) = calls.recv() => {
-                    call(&mut self.core, agora_proto::now_seconds());
+                    let reply = call(&mut self.core, agora_proto::now_seconds());
                     if let Err(error) = self.execute().await {
                         break Err(error);
                     }
+                    reply();
                 }
                 event = driver_events.next() => {
                     let Some(event) = event else {

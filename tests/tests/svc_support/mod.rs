@@ -211,22 +211,29 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> anyhow::Result<String> 
     Ok(path.display().to_string())
 }
 
-/// The built `svcframework` binary next to the test executable (built on demand).
+/// The `svcframework` binary next to the test executable, built (or brought up to date) once
+/// per test process, so a test never runs a stale daemon.
 pub fn svc_binary() -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| build_svc_binary().map_err(|error| format!("{error:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build_svc_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let debug_dir = exe
         .parent()
         .and_then(Path::parent)
         .context("test executable has no target dir")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "agora-svc", "--bin", "svcframework"])
+        .status()
+        .context("building the svcframework binary")?;
+    anyhow::ensure!(status.success(), "cargo build of svcframework failed");
     let binary = debug_dir.join("svcframework");
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "agora-svc", "--bin", "svcframework"])
-            .status()
-            .context("building the svcframework binary")?;
-        anyhow::ensure!(status.success(), "cargo build of svcframework failed");
-    }
     anyhow::ensure!(binary.exists(), "{} not found", binary.display());
     Ok(binary)
 }

@@ -1,6 +1,8 @@
 //! Driving apps towards their targets: what to launch and kill now (a pure plan per app),
 //! and the periodic work around it (timeouts, deployment progress, offer interest).
 
+use std::collections::BTreeSet;
+
 use agora_proto::{AgentId, TaskId};
 use serde_json::{Map, Value, json};
 
@@ -173,11 +175,67 @@ fn kill_order<'a>(
 }
 
 impl SvcCore {
+    /// The instances of an app, in task id order (through the per-app index).
     pub(super) fn instances_of(&self, app_id: &str) -> Vec<&Instance> {
-        self.instances
-            .values()
-            .filter(|instance| instance.app_id == app_id)
-            .collect()
+        self.instances_by_app
+            .get(app_id)
+            .map(|task_ids| {
+                task_ids
+                    .iter()
+                    .filter_map(|task_id| self.instances.get(task_id))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The instances on an agent, in task id order (through the per-agent index).
+    pub(super) fn instances_on(&self, agent_id: &str) -> Vec<&Instance> {
+        self.instances_by_agent
+            .get(agent_id)
+            .map(|task_ids| {
+                task_ids
+                    .iter()
+                    .filter_map(|task_id| self.instances.get(task_id))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stores an instance and indexes it by app and agent (an instance keeps both for life).
+    pub(super) fn insert_instance(&mut self, instance: Instance) {
+        if let Some(previous) = self.instances.get(&instance.task_id).cloned() {
+            self.unindex_instance(&previous);
+        }
+        self.instances_by_app
+            .entry(instance.app_id.clone())
+            .or_default()
+            .insert(instance.task_id.clone());
+        self.instances_by_agent
+            .entry(instance.agent_id.clone())
+            .or_default()
+            .insert(instance.task_id.clone());
+        self.instances.insert(instance.task_id.clone(), instance);
+    }
+
+    /// Forgets an instance and its index entries.
+    pub(super) fn remove_instance(&mut self, task_id: &str) -> Option<Instance> {
+        let instance = self.instances.remove(task_id)?;
+        self.unindex_instance(&instance);
+        Some(instance)
+    }
+
+    fn unindex_instance(&mut self, instance: &Instance) {
+        for (index, key) in [
+            (&mut self.instances_by_app, &instance.app_id),
+            (&mut self.instances_by_agent, &instance.agent_id),
+        ] {
+            if let Some(task_ids) = index.get_mut(key) {
+                task_ids.remove(&instance.task_id);
+                if task_ids.is_empty() {
+                    index.remove(key);
+                }
+            }
+        }
     }
 
     pub(super) fn is_held_back(&self, app_id: &str) -> bool {
@@ -211,29 +269,97 @@ impl SvcCore {
     pub(super) fn drive(&mut self, now: f64) {
         self.expire_instances(now);
         let app_ids: Vec<String> = self.apps.keys().cloned().collect();
+        self.wanting.clear();
         for app_id in &app_ids {
-            let Some(plan) = self.current_plan(app_id) else {
-                continue;
-            };
-            for (task_id, reason) in plan.kills {
-                self.kill_instance(&task_id, reason, now);
-            }
-            self.update_waiting(app_id, plan.wanted, now);
-            let destroyed = self.apps.get(app_id).is_some_and(|app| app.deleting)
-                && self.instances_of(app_id).is_empty();
-            if destroyed {
-                self.apps.remove(app_id);
-                self.versions.remove(app_id);
-                self.writes.push(StoreWrite::DeleteApp {
-                    app_id: app_id.clone(),
-                });
-                let mut payload = Map::new();
-                payload.insert("appId".into(), json!(app_id));
-                self.emit("app_terminated_event", now, payload);
-            }
+            self.drive_one(app_id, now);
         }
         self.advance_deployments(now);
-        self.update_offer_interest(now);
+        for app_id in &app_ids {
+            self.note_wanting(app_id, now);
+        }
+        self.update_offer_interest();
+    }
+
+    /// [`SvcCore::drive`] after a change to one app's instances (a status update): only that
+    /// app, the running deployments that include it and their apps are planned again. What
+    /// depends on time alone (timeouts, kill retries, backoffs ending) waits for the next
+    /// [`SvcCore::tick`], which drives everything; at 100,000 instances planning every app
+    /// after every update was the framework's whole CPU.
+    pub(super) fn drive_app(&mut self, app_id: &str, now: f64) {
+        self.drive_one(app_id, now);
+        let deployments: Vec<String> = self
+            .deployments
+            .values()
+            .filter(|deployment| {
+                deployment.state == DeploymentState::Running && deployment.affects(app_id)
+            })
+            .map(|deployment| deployment.id.clone())
+            .collect();
+        let mut driven: BTreeSet<String> = BTreeSet::new();
+        driven.insert(app_id.to_owned());
+        for id in &deployments {
+            let before = self
+                .deployments
+                .get(id)
+                .map(|deployment| deployment.current_step);
+            self.advance_deployment(id, now);
+            let after = self.deployments.get(id).map(|deployment| {
+                (
+                    deployment.current_step,
+                    deployment.state == DeploymentState::Running,
+                )
+            });
+            // A step moved on (or the deployment ended): the apps it held back may act now.
+            if after.map(|(step, _)| step) != before || after.is_some_and(|(_, running)| !running) {
+                let apps: Vec<String> = self
+                    .deployments
+                    .get(id)
+                    .map(|deployment| deployment.affected_apps().map(str::to_owned).collect())
+                    .unwrap_or_default();
+                for other in apps {
+                    if driven.insert(other.clone()) {
+                        self.drive_one(&other, now);
+                    }
+                }
+            }
+        }
+        for driven_app in &driven {
+            self.note_wanting(driven_app, now);
+        }
+        self.update_offer_interest();
+    }
+
+    /// Applies one app's kills and forgets it once destroyed.
+    fn drive_one(&mut self, app_id: &str, now: f64) {
+        let Some(plan) = self.current_plan(app_id) else {
+            return;
+        };
+        for (task_id, reason) in plan.kills {
+            self.kill_instance(&task_id, reason, now);
+        }
+        self.update_waiting(app_id, plan.wanted, now);
+        let destroyed = self.apps.get(app_id).is_some_and(|app| app.deleting)
+            && self.instances_of(app_id).is_empty();
+        if destroyed {
+            self.apps.remove(app_id);
+            self.versions.remove(app_id);
+            self.wanting.remove(app_id);
+            self.writes.push(StoreWrite::DeleteApp {
+                app_id: app_id.to_owned(),
+            });
+            let mut payload = Map::new();
+            payload.insert("appId".into(), json!(app_id));
+            self.emit("app_terminated_event", now, payload);
+        }
+    }
+
+    /// Records whether an app can launch now, for [`SvcCore::update_offer_interest`].
+    fn note_wanting(&mut self, app_id: &str, now: f64) {
+        if self.launchable(app_id, now) > 0 {
+            self.wanting.insert(app_id.to_owned());
+        } else {
+            self.wanting.remove(app_id);
+        }
     }
 
     fn update_waiting(&mut self, app_id: &str, wanted: usize, now: f64) {
@@ -453,15 +579,13 @@ impl SvcCore {
         }
     }
 
-    /// Revives when an app can launch and offers are suppressed; suppresses when nothing can.
-    fn update_offer_interest(&mut self, now: f64) {
+    /// Revives when an app can launch and offers are suppressed; suppresses when nothing can
+    /// (per the apps' launchability as last driven).
+    fn update_offer_interest(&mut self) {
         if !self.subscribed {
             return;
         }
-        let app_ids: Vec<String> = self.apps.keys().cloned().collect();
-        let wants = app_ids
-            .iter()
-            .any(|app_id| self.launchable(app_id, now) > 0);
+        let wants = !self.wanting.is_empty();
         if wants && self.suppressed {
             self.suppressed = false;
             self.outbox.push(Command::Revive);

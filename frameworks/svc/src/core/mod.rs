@@ -16,7 +16,7 @@ mod views;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use agora_proto::v1;
 use agora_proto::{AgentId, OfferId, Resources, TaskId};
@@ -201,6 +201,13 @@ pub struct SvcCore {
     /// App id -> version -> definition JSON.
     versions: BTreeMap<String, BTreeMap<String, Value>>,
     instances: BTreeMap<String, Instance>,
+    /// App id -> task ids of its instances (an index over `instances`, kept in step by
+    /// [`SvcCore::insert_instance`] and [`SvcCore::remove_instance`]).
+    instances_by_app: HashMap<String, BTreeSet<String>>,
+    /// Agent id -> task ids of the instances on it (same upkeep).
+    instances_by_agent: HashMap<String, BTreeSet<String>>,
+    /// Apps that could launch when last driven (decides revive and suppress).
+    wanting: BTreeSet<String>,
     deployments: BTreeMap<String, Deployment>,
     agents: HashMap<String, KnownAgent>,
     suppressed: bool,
@@ -223,6 +230,9 @@ impl SvcCore {
             apps: BTreeMap::new(),
             versions: BTreeMap::new(),
             instances: BTreeMap::new(),
+            instances_by_app: HashMap::new(),
+            instances_by_agent: HashMap::new(),
+            wanting: BTreeSet::new(),
             deployments: BTreeMap::new(),
             agents: HashMap::new(),
             suppressed: false,
@@ -270,7 +280,7 @@ impl SvcCore {
                 .insert(version, definition);
         }
         for instance in state.instances {
-            core.instances.insert(instance.task_id.clone(), instance);
+            core.insert_instance(instance);
         }
         for deployment in state.deployments {
             core.deployments.insert(deployment.id.clone(), deployment);

@@ -127,10 +127,8 @@ impl SvcCore {
     fn learn_agent(&mut self, offer: &OfferResources) {
         let agent_id = offer.agent_id().as_str().to_owned();
         let mut ours = Resources::new();
-        for instance in self.instances.values() {
-            if instance.agent_id == agent_id
-                && let Some(app) = self.apps.get(&instance.app_id)
-            {
+        for instance in self.instances_on(&agent_id) {
+            if let Some(app) = self.apps.get(&instance.app_id) {
                 ours.add(&instance_resources(&app.definition));
             }
         }
@@ -246,7 +244,7 @@ impl SvcCore {
                         kill: None,
                         message: String::new(),
                     };
-                    self.instances.insert(task_id.clone(), instance);
+                    self.insert_instance(instance);
                     self.persist_instance(&task_id);
                     if let Some(tasks) = launches.get_mut(placement.agent_index) {
                         tasks.push(task);

@@ -50,7 +50,7 @@ impl SvcCore {
                     .trim_start_matches("TASK_")
                     .to_lowercase()
             );
-            self.instances.remove(&task_id);
+            self.remove_instance(&task_id);
             self.writes.push(StoreWrite::DeleteInstance {
                 task_id: task_id.clone(),
             });
@@ -91,7 +91,7 @@ impl SvcCore {
                 self.persist_app(&app_id);
             }
             self.emit_status(&app_id, &task_id, status, now);
-            self.drive(now);
+            self.drive_app(&app_id, now);
             return;
         }
 
@@ -138,7 +138,7 @@ impl SvcCore {
         if came_back {
             self.kill_surplus_returned(&app_id, &task_id, now);
         }
-        self.drive(now);
+        self.drive_app(&app_id, now);
     }
 
     /// An instance we had given up on is back: keep it only if the app is still short.
@@ -161,9 +161,8 @@ impl SvcCore {
     /// The master says an agent is gone: its instances are lost and get replaced.
     pub fn on_agent_lost(&mut self, agent_id: &str, now: f64) {
         let lost: Vec<String> = self
-            .instances
-            .values()
-            .filter(|instance| instance.agent_id == agent_id)
+            .instances_on(agent_id)
+            .iter()
             .map(|instance| instance.task_id.clone())
             .collect();
         for task_id in lost {
