@@ -251,6 +251,7 @@ pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
         store,
         driver,
         events,
+        ack_slots: Arc::new(tokio::sync::Semaphore::new(ACKS_IN_FLIGHT)),
     };
     let actor =
         tokio::spawn(actor.run(calls, driver_events, settings.tick_interval, cancel.clone()));
@@ -279,7 +280,12 @@ struct Actor {
     store: Arc<SvcStore>,
     driver: SchedulerDriver,
     events: broadcast::Sender<SvcEvent>,
+    /// Acknowledgements in flight at most.
+    ack_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Acknowledgements sent concurrently at most.
+const ACKS_IN_FLIGHT: usize = 256;
 
 impl Actor {
     async fn run(
@@ -359,10 +365,17 @@ impl Actor {
             }
         }
         self.execute().await?;
-        if let Some(status) = acknowledge
-            && let Err(error) = self.driver.acknowledge(&status).await
-        {
-            tracing::debug!(%error, task_id = %status.task_id, "acknowledgement not sent");
+        if let Some(status) = acknowledge {
+            // The update's effect is stored: acknowledge it without holding up the next event
+            // (a bounded number in flight; the agent resends anything not acknowledged).
+            let permit = self.ack_slots.clone().acquire_owned().await;
+            let driver = self.driver.clone();
+            tokio::spawn(async move {
+                if let Err(error) = driver.acknowledge(&status).await {
+                    tracing::debug!(%error, task_id = %status.task_id, "acknowledgement not sent");
+                }
+                drop(permit);
+            });
         }
         Ok(())
     }
