@@ -218,8 +218,7 @@ async fn a_sigkilled_daemon_comes_back_with_the_same_instances_and_no_duplicates
         )
         .await?;
     assert_eq!(status, 200, "{answer}");
-    daemon.kill()?;
-    daemon.wait()?;
+    daemon.kill_9()?;
 
     let mut daemon = svc.spawn_binary()?;
     let after = eventually("8 running after the restart", TIMEOUT, || async {
@@ -243,7 +242,6 @@ async fn a_sigkilled_daemon_comes_back_with_the_same_instances_and_no_duplicates
     })
     .await?;
     assert_eq!(live.len(), 8);
-    daemon.kill()?;
-    daemon.wait()?;
+    daemon.kill_9()?;
     svc.shutdown().await
 }

@@ -105,7 +105,7 @@ impl SvcCluster {
 
     /// Starts the real `svcframework serve` binary on the daemon's work dir and port (the
     /// in-process daemon must be stopped first).
-    pub fn spawn_binary(&self) -> anyhow::Result<std::process::Child> {
+    pub fn spawn_binary(&self) -> anyhow::Result<DaemonProcess> {
         let log = std::fs::File::create(self.svc_dir.path().join("serve.log"))?;
         Command::new(svc_binary()?)
             .args(["serve", "--master", &self.cluster.master_url()])
@@ -115,6 +115,7 @@ impl SvcCluster {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
+            .map(DaemonProcess)
             .context("starting svcframework serve")
     }
 
@@ -191,6 +192,26 @@ impl SvcCluster {
             agent.shutdown().await?;
         }
         Ok(())
+    }
+}
+
+/// A `svcframework serve` child process, SIGKILLed when dropped (so a failing test leaves
+/// no daemon behind).
+pub struct DaemonProcess(std::process::Child);
+
+impl DaemonProcess {
+    /// SIGKILL, then reap.
+    pub fn kill_9(&mut self) -> anyhow::Result<()> {
+        self.0.kill()?;
+        self.0.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
