@@ -2,6 +2,7 @@
 //! real gRPC, SDK frameworks, and helpers to wait for events with deadlines.
 
 mod agent;
+mod binary;
 mod cluster;
 mod framework;
 mod http;
@@ -10,6 +11,7 @@ mod wait;
 pub mod docker_image;
 
 pub use agent::{AgentSpec, TestAgent};
+pub use binary::workspace_binary;
 pub use cluster::{ClusterOptions, TestCluster, fast_master_config};
 pub use framework::TestFramework;
 pub use http::{HttpResponse, http_get};

@@ -101,14 +101,8 @@ async fn unique_app_scales_heals_upgrades_rolls_back_and_is_destroyed() -> anyho
         "v1.json",
         &web_app(&web, &image, 3, "one", unique),
     )?;
-    let output = svc
-        .cli(&["deploy", &v1, "--wait", "--timeout", "60"])
+    svc.cli_ok(&["deploy", &v1, "--wait", "--timeout", "60"])
         .await?;
-    anyhow::ensure!(
-        output.status.success(),
-        "deploy failed: {}",
-        describe(&output)
-    );
     let tasks = wait_for_healthy(&svc, &web, 3).await?;
     let hosts: BTreeSet<&str> = tasks
         .iter()
@@ -122,12 +116,7 @@ async fn unique_app_scales_heals_upgrades_rolls_back_and_is_destroyed() -> anyho
     let v1_version = svc.get(&app_path).await?["app"]["version"].clone();
 
     // Scale to 5: UNIQUE leaves 2 waiting, and the queue and status say why.
-    let output = svc.cli(&["scale", &web, "5"]).await?;
-    anyhow::ensure!(
-        output.status.success(),
-        "scale failed: {}",
-        describe(&output)
-    );
+    svc.cli_ok(&["scale", &web, "5"]).await?;
     let reason = eventually("queue explains the wait", DEPLOY_TIMEOUT, || async {
         let queue = svc.get("/v2/queue").await?;
         Ok(queue["queue"][0]["reason"].as_str().map(str::to_owned))
@@ -143,12 +132,8 @@ async fn unique_app_scales_heals_upgrades_rolls_back_and_is_destroyed() -> anyho
     assert_eq!(svc.tasks(&web).await?.len(), 3, "never two on one agent");
 
     // Scale down to 1 (overriding the waiting scale-up).
-    let output = svc.cli(&["scale", &web, "1", "--force", "--wait"]).await?;
-    anyhow::ensure!(
-        output.status.success(),
-        "scale to 1 failed: {}",
-        describe(&output)
-    );
+    svc.cli_ok(&["scale", &web, "1", "--force", "--wait"])
+        .await?;
     wait_for_healthy(&svc, &web, 1).await?;
     eventually("surplus containers removed", DEPLOY_TIMEOUT, || async {
         Ok((app_containers(&docker, &web).await?.len() == 1).then_some(()))
@@ -161,14 +146,8 @@ async fn unique_app_scales_heals_upgrades_rolls_back_and_is_destroyed() -> anyho
         "v2.json",
         &web_app(&web, &image, 5, "one", "[]"),
     )?;
-    let output = svc
-        .cli(&["deploy", &v2, "--wait", "--timeout", "60"])
+    svc.cli_ok(&["deploy", &v2, "--wait", "--timeout", "60"])
         .await?;
-    anyhow::ensure!(
-        output.status.success(),
-        "deploy of 5 failed: {}",
-        describe(&output)
-    );
     let tasks = wait_for_healthy(&svc, &web, 5).await?;
 
     // `docker kill` behind the framework's back: a replacement appears.
@@ -190,12 +169,7 @@ async fn unique_app_scales_heals_upgrades_rolls_back_and_is_destroyed() -> anyho
         "v3.json",
         &web_app(&web, &image, 5, "two", "[]"),
     )?;
-    let answer = svc.cli(&["deploy", &v3]).await?;
-    anyhow::ensure!(
-        answer.status.success(),
-        "upgrade refused: {}",
-        describe(&answer)
-    );
+    svc.cli_ok(&["deploy", &v3]).await?;
     let mut lowest_healthy = usize::MAX;
     let mut polls = 0;
     loop {
@@ -227,12 +201,7 @@ async fn unique_app_scales_heals_upgrades_rolls_back_and_is_destroyed() -> anyho
     assert_eq!(app["app"]["env"]["GREETING"], "two");
 
     // Roll back to the previous version: the old definition returns.
-    let output = svc.cli(&["rollback", &web, "--wait"]).await?;
-    anyhow::ensure!(
-        output.status.success(),
-        "rollback failed: {}",
-        describe(&output)
-    );
+    svc.cli_ok(&["rollback", &web, "--wait"]).await?;
     let app = svc.get(&app_path).await?;
     assert_eq!(app["app"]["env"]["GREETING"], "one", "rolled back: {app}");
     let rolled = wait_for_healthy(&svc, &web, 5).await?;
@@ -247,12 +216,7 @@ async fn unique_app_scales_heals_upgrades_rolls_back_and_is_destroyed() -> anyho
     );
 
     // Destroy: every container goes.
-    let output = svc.cli(&["destroy", &web, "--wait"]).await?;
-    anyhow::ensure!(
-        output.status.success(),
-        "destroy failed: {}",
-        describe(&output)
-    );
+    svc.cli_ok(&["destroy", &web, "--wait"]).await?;
     eventually("containers removed", DEPLOY_TIMEOUT, || async {
         Ok(app_containers(&docker, &web)
             .await?
@@ -284,14 +248,8 @@ async fn restart_keeps_instances_and_impossible_apps_say_why() -> anyhow::Result
         "web.json",
         &web_app(&web, &image, 2, "one", "[]"),
     )?;
-    let output = svc
-        .cli(&["deploy", &app, "--wait", "--timeout", "60"])
+    svc.cli_ok(&["deploy", &app, "--wait", "--timeout", "60"])
         .await?;
-    anyhow::ensure!(
-        output.status.success(),
-        "deploy failed: {}",
-        describe(&output)
-    );
     let before = wait_for_healthy(&svc, &web, 2).await?;
     let ids_before: BTreeSet<String> = before
         .iter()
@@ -381,12 +339,7 @@ async fn restart_keeps_instances_and_impossible_apps_say_why() -> anyhow::Result
     assert_eq!(body["details"][0]["path"], "/constraints/0", "{body}");
     assert_eq!(svc.get("/v2/apps").await?["apps"], apps_before["apps"]);
 
-    let output = svc.cli(&["destroy", &web, "--wait"]).await?;
-    anyhow::ensure!(
-        output.status.success(),
-        "destroy failed: {}",
-        describe(&output)
-    );
+    svc.cli_ok(&["destroy", &web, "--wait"]).await?;
     svc.cli(&["destroy", "/big"]).await?;
     eventually("containers removed", DEPLOY_TIMEOUT, || async {
         Ok(app_containers(&docker, &web)

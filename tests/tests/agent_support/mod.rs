@@ -79,24 +79,9 @@ pub async fn launch(
     Ok(task)
 }
 
-/// The built `agent` binary next to the test executable (built on demand when missing).
+/// The built `agent` binary next to the test executable.
 pub fn agent_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let debug_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target dir")?;
-    let binary = debug_dir.join("agent");
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "agora-agent", "--bin", "agent"])
-            .status()
-            .context("building the agent binary")?;
-        anyhow::ensure!(status.success(), "cargo build of the agent binary failed");
-    }
-    anyhow::ensure!(binary.exists(), "{} not found", binary.display());
-    Ok(binary)
+    agora_tests::workspace_binary("agora-agent", "agent")
 }
 
 /// The `agent` binary running as a child process.

@@ -336,21 +336,7 @@ pub fn max_concurrency_in_log(log: &Path) -> usize {
     most as usize
 }
 
-/// The `batchframework` binary next to the test executable (built on demand when missing).
+/// The `batchframework` binary next to the test executable.
 pub fn batch_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let debug_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target dir")?;
-    let binary = debug_dir.join("batchframework");
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "agora-batch", "--bin", "batchframework"])
-            .status()
-            .context("building the batchframework binary")?;
-        anyhow::ensure!(status.success(), "cargo build of batchframework failed");
-    }
-    Ok(binary)
+    agora_tests::workspace_binary("agora-batch", "batchframework")
 }

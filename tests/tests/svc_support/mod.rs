@@ -185,6 +185,18 @@ impl SvcCluster {
         .await?
     }
 
+    /// Runs the CLI and fails with its output unless it exits 0.
+    pub async fn cli_ok(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let output = self.cli(args).await?;
+        anyhow::ensure!(
+            output.status.success(),
+            "svcframework {} failed: {}",
+            args.join(" "),
+            describe(&output)
+        );
+        Ok(output)
+    }
+
     /// Stops everything.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.stop_svc().await?;
@@ -232,31 +244,9 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> anyhow::Result<String> 
     Ok(path.display().to_string())
 }
 
-/// The `svcframework` binary next to the test executable, built (or brought up to date) once
-/// per test process, so a test never runs a stale daemon.
+/// The `svcframework` binary next to the test executable.
 pub fn svc_binary() -> anyhow::Result<PathBuf> {
-    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| build_svc_binary().map_err(|error| format!("{error:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
-fn build_svc_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let debug_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target dir")?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "agora-svc", "--bin", "svcframework"])
-        .status()
-        .context("building the svcframework binary")?;
-    anyhow::ensure!(status.success(), "cargo build of svcframework failed");
-    let binary = debug_dir.join("svcframework");
-    anyhow::ensure!(binary.exists(), "{} not found", binary.display());
-    Ok(binary)
+    agora_tests::workspace_binary("agora-svc", "svcframework")
 }
 
 /// GET `/` on a local port; true when it answers 200.
