@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use agora_proto::v1;
 use agora_sdk::{DriverConfig, DriverEvent, EventStream, SchedulerDriver};
+use futures::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -287,6 +288,9 @@ struct Actor {
 /// Acknowledgements sent concurrently at most.
 const ACKS_IN_FLIGHT: usize = 256;
 
+/// Driver events handled together at most (the ones already waiting when one arrives).
+const EVENTS_PER_BATCH: usize = 1_000;
+
 impl Actor {
     async fn run(
         mut self,
@@ -311,8 +315,25 @@ impl Actor {
                     let Some(event) = event else {
                         break Ok(());
                     };
-                    if let Err(error) = self.on_driver_event(event).await {
+                    // Take the events that are already waiting too: their updates are stored
+                    // in one transaction and each app they touch is planned once.
+                    let mut events = vec![event];
+                    let mut ended = false;
+                    while events.len() < EVENTS_PER_BATCH {
+                        match driver_events.next().now_or_never() {
+                            Some(Some(event)) => events.push(event),
+                            Some(None) => {
+                                ended = true;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    if let Err(error) = self.on_driver_events(events).await {
                         break Err(error);
+                    }
+                    if ended {
+                        break Ok(());
                     }
                 }
                 _ = ticker.tick() => {
@@ -330,44 +351,56 @@ impl Actor {
         result
     }
 
-    async fn on_driver_event(&mut self, event: DriverEvent) -> Result<(), SvcRunError> {
+    /// Applies driver events in order, carries out the commands they produced (their store
+    /// writes in one transaction, ahead of anything sent), then acknowledges their updates.
+    async fn on_driver_events(&mut self, events: Vec<DriverEvent>) -> Result<(), SvcRunError> {
         let now = agora_proto::now_seconds();
-        let mut acknowledge = None;
-        match event {
-            DriverEvent::Subscribed {
-                framework_id,
-                reconnected,
-            } => {
-                tracing::info!(framework_id = %framework_id, reconnected, "subscribed to the master");
-                self.core.on_subscribed(framework_id.as_str(), now);
+        let mut updates: Vec<v1::TaskStatus> = Vec::new();
+        let mut acknowledgements: Vec<v1::TaskStatus> = Vec::new();
+        let mut removed = None;
+        for event in events {
+            if let DriverEvent::Update(status) = event {
+                updates.push(status);
+                continue;
             }
-            DriverEvent::Offers(offers) => self.core.on_offers(offers, now),
-            DriverEvent::Rescind(offer_id) => self.core.on_rescind(offer_id.as_str()),
-            DriverEvent::Update(status) => {
-                self.core.on_update(&status, now);
-                if !status.uuid.is_empty() {
-                    acknowledge = Some(status);
+            // Updates before another event are applied before it, as they arrived.
+            self.apply_updates(&mut updates, &mut acknowledgements, now);
+            match event {
+                DriverEvent::Subscribed {
+                    framework_id,
+                    reconnected,
+                } => {
+                    tracing::info!(framework_id = %framework_id, reconnected, "subscribed to the master");
+                    self.core.on_subscribed(framework_id.as_str(), now);
                 }
-            }
-            DriverEvent::Failure { agent_id, message } => {
-                tracing::warn!(agent_id = %agent_id, message, "agent lost");
-                self.core.on_agent_lost(agent_id.as_str(), now);
-            }
-            DriverEvent::Error(message) => {
-                if !self.driver.is_running() {
-                    return Err(SvcRunError::Removed(message));
+                DriverEvent::Offers(offers) => self.core.on_offers(offers, now),
+                DriverEvent::Rescind(offer_id) => self.core.on_rescind(offer_id.as_str()),
+                DriverEvent::Update(_) => {}
+                DriverEvent::Failure { agent_id, message } => {
+                    tracing::warn!(agent_id = %agent_id, message, "agent lost");
+                    self.core.on_agent_lost(agent_id.as_str(), now);
                 }
-                tracing::warn!(message, "error from the master");
-            }
-            DriverEvent::Disconnected { reason } => {
-                tracing::warn!(reason, "disconnected from the master; re-subscribing");
-                self.core.on_disconnected();
+                DriverEvent::Error(message) => {
+                    if !self.driver.is_running() {
+                        removed = Some(message);
+                        break;
+                    }
+                    tracing::warn!(message, "error from the master");
+                }
+                DriverEvent::Disconnected { reason } => {
+                    tracing::warn!(reason, "disconnected from the master; re-subscribing");
+                    self.core.on_disconnected();
+                }
             }
         }
+        self.apply_updates(&mut updates, &mut acknowledgements, now);
         self.execute().await?;
-        if let Some(status) = acknowledge {
-            // The update's effect is stored: acknowledge it without holding up the next event
-            // (a bounded number in flight; the agent resends anything not acknowledged).
+        if let Some(message) = removed {
+            return Err(SvcRunError::Removed(message));
+        }
+        // The updates' effects are stored: acknowledge them without holding up the next
+        // events (a bounded number in flight; the agent resends anything not acknowledged).
+        for status in acknowledgements {
             let permit = self.ack_slots.clone().acquire_owned().await;
             let driver = self.driver.clone();
             tokio::spawn(async move {
@@ -378,6 +411,20 @@ impl Actor {
             });
         }
         Ok(())
+    }
+
+    /// Applies the pending updates to the core and keeps those to acknowledge once stored.
+    fn apply_updates(
+        &mut self,
+        updates: &mut Vec<v1::TaskStatus>,
+        acknowledgements: &mut Vec<v1::TaskStatus>,
+        now: f64,
+    ) {
+        if updates.is_empty() {
+            return;
+        }
+        self.core.on_updates(updates, now);
+        acknowledgements.extend(updates.drain(..).filter(|status| !status.uuid.is_empty()));
     }
 
     /// Carries out the core's commands in order.

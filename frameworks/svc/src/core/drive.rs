@@ -286,17 +286,31 @@ impl SvcCore {
     /// [`SvcCore::tick`], which drives everything; at 100,000 instances planning every app
     /// after every update was the framework's whole CPU.
     pub(super) fn drive_app(&mut self, app_id: &str, now: f64) {
-        self.drive_one(app_id, now);
+        self.drive_apps(&BTreeSet::from([app_id.to_owned()]), now);
+    }
+
+    /// [`SvcCore::drive_app`] for several apps at once: each app, each running deployment
+    /// that includes any of them and each app of a deployment whose step moved is planned
+    /// once.
+    pub(super) fn drive_apps(&mut self, app_ids: &BTreeSet<String>, now: f64) {
+        if app_ids.is_empty() {
+            return;
+        }
+        for app_id in app_ids {
+            self.drive_one(app_id, now);
+        }
         let deployments: Vec<String> = self
             .deployments
             .values()
             .filter(|deployment| {
-                deployment.state == DeploymentState::Running && deployment.affects(app_id)
+                deployment.state == DeploymentState::Running
+                    && deployment
+                        .affected_apps()
+                        .any(|affected| app_ids.contains(affected))
             })
             .map(|deployment| deployment.id.clone())
             .collect();
-        let mut driven: BTreeSet<String> = BTreeSet::new();
-        driven.insert(app_id.to_owned());
+        let mut driven: BTreeSet<String> = app_ids.clone();
         for id in &deployments {
             let before = self
                 .deployments
@@ -581,7 +595,7 @@ impl SvcCore {
 
     /// Revives when an app can launch and offers are suppressed; suppresses when nothing can
     /// (per the apps' launchability as last driven).
-    fn update_offer_interest(&mut self) {
+    pub(super) fn update_offer_interest(&mut self) {
         if !self.subscribed {
             return;
         }

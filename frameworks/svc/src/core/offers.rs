@@ -1,10 +1,10 @@
 //! Turning offers into launches: the shared planner picks agents, the SDK's task builder
 //! takes resources and host ports out of each offer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use agora_proto::v1;
-use agora_proto::{CPUS, DISK, MEM, OfferId, Resources, TaskId};
+use agora_proto::{CPUS, DISK, MEM, OfferId, PORTS, Resources, TaskId};
 use agora_sdk::scheduling::{
     AgentAttributes, AgentCandidate, Constraint, InstanceDemand, PlacementProblem,
     PlacementStrategy, plan,
@@ -73,15 +73,38 @@ impl SvcCore {
             self.learn_agent(offer);
         }
 
+        // The candidates every app is planned against, kept in step with what is left of
+        // each offer as instances go into it.
+        let mut candidates: Vec<AgentCandidate> = usable
+            .iter()
+            .map(|offer| {
+                let total = self
+                    .agents
+                    .get(offer.agent_id().as_str())
+                    .map(|known| known.total.clone())
+                    .unwrap_or_else(|| offer.remaining().clone());
+                AgentCandidate::from_offer(offer, total)
+            })
+            .collect();
         let mut launches: Vec<Vec<v1::TaskInfo>> = vec![Vec::new(); usable.len()];
         let mut still_waiting = false;
+        let mut placed_apps = BTreeSet::new();
         for app_id in self.launch_order(now) {
             let wanted = self.launchable(&app_id, now);
             if wanted == 0 {
+                self.wanting.remove(&app_id);
                 continue;
             }
-            let placed = self.place_app(&app_id, wanted, &mut usable, &mut launches, now);
+            let placed = self.place_app(
+                &app_id,
+                wanted,
+                &mut usable,
+                &mut candidates,
+                &mut launches,
+                now,
+            );
             still_waiting |= placed < wanted;
+            placed_apps.insert(app_id);
         }
 
         for (offer, tasks) in usable.iter().zip(launches) {
@@ -106,7 +129,9 @@ impl SvcCore {
                 refuse_seconds,
             });
         }
-        self.drive(now);
+        // Only the apps planned here changed; time-driven work waits for the next tick.
+        self.drive_apps(&placed_apps, now);
+        self.update_offer_interest();
     }
 
     /// An offer was withdrawn; nothing to undo (launches from it were sent already).
@@ -159,12 +184,14 @@ impl SvcCore {
         }
     }
 
-    /// Places up to `wanted` instances of one app into the offers; returns how many.
+    /// Places up to `wanted` instances of one app into the offers (`candidates` mirrors
+    /// them); returns how many.
     fn place_app(
         &mut self,
         app_id: &str,
         wanted: usize,
         usable: &mut [OfferResources],
+        candidates: &mut [AgentCandidate],
         launches: &mut [Vec<v1::TaskInfo>],
         now: f64,
     ) -> usize {
@@ -195,36 +222,48 @@ impl SvcCore {
             .filter_map(|agent_id| self.agents.get(agent_id.as_str()))
             .map(|known| known.attributes.clone())
             .collect();
-        let agents: Vec<AgentCandidate> = usable
+        let demand = InstanceDemand {
+            resources: instance_resources(&definition),
+            ports: definition.port_count(),
+        };
+        // Offers that cannot hold one instance are never chosen (the planner only places on
+        // agents the demand fits), so the plan over the others is the same plan, at a fraction
+        // of the cost once most offers are used up.
+        let fitting: Vec<usize> = candidates
             .iter()
-            .map(|offer| {
-                let total = self
-                    .agents
-                    .get(offer.agent_id().as_str())
-                    .map(|known| known.total.clone())
-                    .unwrap_or_else(|| offer.remaining().clone());
-                AgentCandidate::from_offer(offer, total)
-            })
+            .enumerate()
+            .filter(|(_, candidate)| can_hold(&candidate.free, &demand))
+            .map(|(index, _)| index)
             .collect();
-        let problem = PlacementProblem {
-            agents,
+        let mut problem = PlacementProblem {
+            agents: fitting
+                .iter()
+                .map(|&index| candidates[index].clone())
+                .collect(),
             known_agents,
             running,
-            demand: InstanceDemand {
-                resources: instance_resources(&definition),
-                ports: definition.port_count(),
-            },
+            demand,
             count: wanted,
             strategy: strategy(&definition),
             constraints,
         };
         let seed = self.rng_seed();
-        let placement_plan = plan(&problem, seed);
+        let mut placement_plan = plan(&problem, seed);
+        let mut offer_index = fitting;
+        if placement_plan.unplaced > 0 && offer_index.len() < candidates.len() {
+            // The explanation counts every offer: plan over all of them.
+            problem.agents = candidates.to_vec();
+            placement_plan = plan(&problem, seed);
+            offer_index = (0..candidates.len()).collect();
+        }
         let mut placed = 0;
         for placement in &placement_plan.placements {
+            let Some(&index) = offer_index.get(placement.agent_index) else {
+                continue;
+            };
             let task_id = self.new_task_id(app_id);
             let builder = task_builder(&definition, &task_id, &config_version);
-            let Some(offer) = usable.get_mut(placement.agent_index) else {
+            let Some(offer) = usable.get_mut(index) else {
                 continue;
             };
             match builder.build_in(offer) {
@@ -244,9 +283,12 @@ impl SvcCore {
                         kill: None,
                         message: String::new(),
                     };
+                    if let Some(candidate) = candidates.get_mut(index) {
+                        candidate.free = offer.remaining().clone();
+                    }
                     self.insert_instance(instance);
                     self.persist_instance(&task_id);
-                    if let Some(tasks) = launches.get_mut(placement.agent_index) {
+                    if let Some(tasks) = launches.get_mut(index) {
                         tasks.push(task);
                     }
                     placed += 1;
@@ -282,6 +324,12 @@ impl SvcCore {
             app.waiting_reason = reason;
         }
     }
+}
+
+/// True when `free` has room for one instance of `demand` (the planner's own test).
+fn can_hold(free: &Resources, demand: &InstanceDemand) -> bool {
+    let ports = free.ranges_ref(PORTS).map_or(0, |ports| ports.count());
+    ports >= demand.ports as u64 && free.contains(&demand.resources)
 }
 
 fn host_ports(task: &v1::TaskInfo) -> Vec<u64> {

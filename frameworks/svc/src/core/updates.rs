@@ -1,5 +1,7 @@
 //! Task status updates and lost agents: instance state, health, failures and backoff.
 
+use std::collections::BTreeSet;
+
 use agora_proto::v1::{self, TaskState};
 use agora_proto::{AgentId, TaskId};
 use serde_json::{Map, json};
@@ -10,6 +12,27 @@ use super::{Command, StoreWrite, SvcCore};
 impl SvcCore {
     /// A status update for one of the framework's tasks.
     pub fn on_update(&mut self, status: &v1::TaskStatus, now: f64) {
+        if let Some(app_id) = self.apply_update(status, now) {
+            self.drive_app(&app_id, now);
+        }
+    }
+
+    /// Status updates in order, as [`SvcCore::on_update`] one by one, except that each app
+    /// they touch (and its running deployments) is planned again once, after all of them: a
+    /// daemon draining a thousand ready updates re-plans an app of 1,000 instances once, not
+    /// once per update.
+    pub fn on_updates(&mut self, statuses: &[v1::TaskStatus], now: f64) {
+        let mut touched = BTreeSet::new();
+        for status in statuses {
+            if let Some(app_id) = self.apply_update(status, now) {
+                touched.insert(app_id);
+            }
+        }
+        self.drive_apps(&touched, now);
+    }
+
+    /// Applies one update to its instance; returns the app to drive again, if any.
+    fn apply_update(&mut self, status: &v1::TaskStatus, now: f64) -> Option<String> {
         let state = status.state();
         let Some(instance) = self.instances.get_mut(&status.task_id) else {
             // Not ours (any more): a task we never stored, or one we already forgot. If it
@@ -21,7 +44,7 @@ impl SvcCore {
                     agent_id: AgentId::new(status.agent_id.clone()),
                 });
             }
-            return;
+            return None;
         };
         let app_id = instance.app_id.clone();
         let task_id = instance.task_id.clone();
@@ -91,8 +114,7 @@ impl SvcCore {
                 self.persist_app(&app_id);
             }
             self.emit_status(&app_id, &task_id, status, now);
-            self.drive_app(&app_id, now);
-            return;
+            return Some(app_id);
         }
 
         let new_state = match state {
@@ -138,7 +160,7 @@ impl SvcCore {
         if came_back {
             self.kill_surplus_returned(&app_id, &task_id, now);
         }
-        self.drive_app(&app_id, now);
+        Some(app_id)
     }
 
     /// An instance we had given up on is back: keep it only if the app is still short.
@@ -165,17 +187,18 @@ impl SvcCore {
             .iter()
             .map(|instance| instance.task_id.clone())
             .collect();
-        for task_id in lost {
-            let status = v1::TaskStatus {
-                task_id: task_id.clone(),
+        let statuses: Vec<v1::TaskStatus> = lost
+            .into_iter()
+            .map(|task_id| v1::TaskStatus {
+                task_id,
                 agent_id: agent_id.to_owned(),
                 state: TaskState::TaskLost as i32,
                 message: format!("agent {agent_id} was lost"),
                 timestamp: now,
                 ..Default::default()
-            };
-            self.on_update(&status, now);
-        }
+            })
+            .collect();
+        self.on_updates(&statuses, now);
         self.agents.remove(agent_id);
     }
 
