@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use agora_proto::v1;
 use agora_sdk::{DriverConfig, DriverEvent, EventStream, SchedulerDriver};
-use futures::FutureExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -236,6 +236,9 @@ pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
     let mut driver_config = DriverConfig::new(settings.master_url.clone(), framework);
     // Acknowledge an update only after its consequences are stored.
     driver_config.auto_acknowledge = false;
+    // Room for a burst of updates (100,000 instances starting at once) while the daemon is
+    // busy: the master drops a framework stream that falls too far behind.
+    driver_config.event_buffer = DRIVER_EVENT_BUFFER;
     let (driver, driver_events) = SchedulerDriver::start(driver_config)
         .map_err(|error| SvcStartError::Driver(error.to_string()))?;
 
@@ -287,6 +290,12 @@ struct Actor {
 
 /// Acknowledgements sent concurrently at most.
 const ACKS_IN_FLIGHT: usize = 256;
+
+/// Driver events buffered between the master's stream and the actor.
+const DRIVER_EVENT_BUFFER: usize = 1 << 16;
+
+/// Launches sent concurrently at most.
+const LAUNCHES_IN_FLIGHT: usize = 64;
 
 /// Driver events handled together at most (the ones already waiting when one arrives).
 const EVENTS_PER_BATCH: usize = 1_000;
@@ -429,7 +438,8 @@ impl Actor {
 
     /// Carries out the core's commands in order.
     async fn execute(&mut self) -> Result<(), SvcRunError> {
-        for command in self.core.take_commands() {
+        let mut commands = self.core.take_commands().into_iter().peekable();
+        while let Some(command) = commands.next() {
             match command {
                 Command::Persist(writes) => {
                     let store = self.store.clone();
@@ -441,12 +451,30 @@ impl Actor {
                         })??;
                 }
                 Command::Launch { offer_id, tasks } => {
-                    let count = tasks.len();
-                    if let Err(error) = self.driver.launch(offer_id.clone(), tasks).await {
-                        // The instances stay staged; reconciliation or the launch timeout
-                        // replaces them if the master never got them.
-                        tracing::warn!(%error, offer_id = %offer_id, count, "launch not sent");
+                    // Launches into different offers do not depend on each other: a run of
+                    // them (one per agent of an offer batch) is sent concurrently, after the
+                    // writes before it and before the commands after it. One at a time, an
+                    // offer batch of 5,000 agents kept the daemon from reading its events for
+                    // seconds, and the master dropped its stream as too slow.
+                    let mut launches = vec![(offer_id, tasks)];
+                    while let Some(Command::Launch { .. }) = commands.peek() {
+                        if let Some(Command::Launch { offer_id, tasks }) = commands.next() {
+                            launches.push((offer_id, tasks));
+                        }
                     }
+                    let driver = &self.driver;
+                    futures::stream::iter(launches)
+                        .map(|(offer_id, tasks)| async move {
+                            let count = tasks.len();
+                            if let Err(error) = driver.launch(offer_id.clone(), tasks).await {
+                                // The instances stay staged; reconciliation or the launch
+                                // timeout replaces them if the master never got them.
+                                tracing::warn!(%error, offer_id = %offer_id, count, "launch not sent");
+                            }
+                        })
+                        .buffer_unordered(LAUNCHES_IN_FLIGHT)
+                        .collect::<()>()
+                        .await;
                 }
                 Command::Decline {
                     offer_ids,

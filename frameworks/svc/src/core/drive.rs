@@ -1,7 +1,7 @@
 //! Driving apps towards their targets: what to launch and kill now (a pure plan per app),
 //! and the periodic work around it (timeouts, deployment progress, offer interest).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use agora_proto::{AgentId, TaskId};
 use serde_json::{Map, Value, json};
@@ -37,13 +37,12 @@ pub struct AppPlan {
 pub fn plan_app(app: &AppState, instances: &[&Instance]) -> AppPlan {
     let has_checks = !app.definition.health_checks.is_empty();
     let target = usize::try_from(app.definition.instances).unwrap_or(usize::MAX);
-    let live: Vec<&Instance> = instances.iter().copied().filter(|i| i.is_live()).collect();
-    let killing = instances.iter().filter(|i| i.kill.is_some()).count();
     let mut plan = AppPlan::default();
 
     if app.deleting {
-        plan.kills = live
+        plan.kills = instances
             .iter()
+            .filter(|instance| instance.is_live())
             .map(|instance| (instance.task_id.clone(), KillReason::Destroy))
             .collect();
         plan.converged = instances.is_empty();
@@ -56,23 +55,54 @@ pub fn plan_app(app: &AppState, instances: &[&Instance]) -> AppPlan {
         return plan;
     }
 
-    let (current, old): (Vec<&Instance>, Vec<&Instance>) = live
-        .iter()
-        .copied()
-        .partition(|instance| instance.config_version == app.config_version);
+    // One pass of counts; the instances themselves are only gathered to choose kills (the
+    // common case, an app short of or at its target with one version, allocates nothing).
+    let mut live = 0;
+    let mut killing = 0;
+    let mut lingering = 0;
+    let mut current_count = 0;
+    let mut current_ready = 0;
+    let mut ready_total = 0;
+    for instance in instances {
+        if instance.kill.is_some() {
+            killing += 1;
+        }
+        if instance.state != InstanceState::Unreachable {
+            lingering += 1;
+        }
+        if instance.is_live() {
+            live += 1;
+            let ready = instance.is_ready(has_checks);
+            ready_total += usize::from(ready);
+            if instance.config_version == app.config_version {
+                current_count += 1;
+                current_ready += usize::from(ready);
+            }
+        }
+    }
+    let has_old = current_count < live;
+    let is_current =
+        |instance: &&Instance| instance.is_live() && instance.config_version == app.config_version;
 
-    if old.is_empty() {
-        if current.len() > target {
-            let surplus = current.len() - target;
+    if !has_old {
+        if current_count > target {
+            let surplus = current_count - target;
+            let current: Vec<&Instance> = instances.iter().copied().filter(is_current).collect();
             plan.kills = kill_order(&current, has_checks, app.definition.kill_selection)
                 .into_iter()
                 .take(surplus)
                 .map(|instance| (instance.task_id.clone(), KillReason::ScaleDown))
                 .collect();
         } else {
-            plan.wanted = target - current.len();
+            plan.wanted = target - current_count;
         }
     } else {
+        let current: Vec<&Instance> = instances.iter().copied().filter(is_current).collect();
+        let old: Vec<&Instance> = instances
+            .iter()
+            .copied()
+            .filter(|instance| instance.is_live() && !is_current(instance))
+            .collect();
         let minimum_healthy = (target as f64
             * app.definition.upgrade_strategy.minimum_health_capacity)
             .ceil() as usize;
@@ -82,7 +112,6 @@ pub fn plan_app(app: &AppState, instances: &[&Instance]) -> AppPlan {
         if maximum_capacity <= minimum_healthy {
             maximum_capacity = minimum_healthy + 1;
         }
-        let ready_total = live.iter().filter(|i| i.is_ready(has_checks)).count();
         // Old instances that are not ready do not count towards health: stop them first.
         let mut kills: Vec<(String, KillReason)> = Vec::new();
         let mut healthy_budget = ready_total.saturating_sub(minimum_healthy);
@@ -105,26 +134,20 @@ pub fn plan_app(app: &AppState, instances: &[&Instance]) -> AppPlan {
             }
         }
         // Instances being killed still hold their resources until they are gone.
-        let occupied = live.len() + killing;
+        let occupied = live + killing;
         let room = maximum_capacity.saturating_sub(occupied);
         plan.wanted = target.saturating_sub(current.len()).min(room);
         plan.kills = kills;
     }
 
-    let current_ready = current.iter().filter(|i| i.is_ready(has_checks)).count();
-    let lingering = instances
-        .iter()
-        .filter(|i| i.state != InstanceState::Unreachable)
-        .count();
-    plan.converged = old.is_empty()
-        && current.len() == target
+    plan.converged = !has_old
+        && current_count == target
         && current_ready == target
-        && lingering == current.len();
+        && lingering == current_count;
     if !plan.converged {
-        plan.waiting_for = Some(if current.len() < target {
+        plan.waiting_for = Some(if current_count < target {
             format!(
-                "{} of {target} instance(s) of version {} launched, {current_ready} ready",
-                current.len(),
+                "{current_count} of {target} instance(s) of version {} launched, {current_ready} ready",
                 app.config_version
             )
         } else if current_ready < target {
@@ -136,7 +159,7 @@ pub fn plan_app(app: &AppState, instances: &[&Instance]) -> AppPlan {
         } else {
             format!(
                 "waiting for {} killed instance(s) to stop",
-                lingering - current.len()
+                lingering - current_count
             )
         });
     }
@@ -175,17 +198,34 @@ fn kill_order<'a>(
 }
 
 impl SvcCore {
-    /// The instances of an app, in task id order (through the per-app index).
+    /// The instances of an app, in task id order.
     pub(super) fn instances_of(&self, app_id: &str) -> Vec<&Instance> {
-        self.instances_by_app
+        self.instances
             .get(app_id)
-            .map(|task_ids| {
-                task_ids
-                    .iter()
-                    .filter_map(|task_id| self.instances.get(task_id))
-                    .collect()
-            })
+            .map(|instances| instances.values().collect())
             .unwrap_or_default()
+    }
+
+    /// The instance of a task.
+    pub(super) fn instance(&self, task_id: &str) -> Option<&Instance> {
+        let app_id = self.app_of_task.get(task_id)?;
+        self.instances.get(app_id)?.get(task_id)
+    }
+
+    /// The instance of a task, to change it (its task, app and agent stay).
+    pub(super) fn instance_mut(&mut self, task_id: &str) -> Option<&mut Instance> {
+        let app_id = self.app_of_task.get(task_id)?;
+        self.instances.get_mut(app_id)?.get_mut(task_id)
+    }
+
+    /// Every instance, by app id, then task id.
+    pub(super) fn all_instances(&self) -> impl Iterator<Item = &Instance> {
+        self.instances.values().flat_map(BTreeMap::values)
+    }
+
+    /// How many instances there are.
+    pub(super) fn instance_count(&self) -> usize {
+        self.app_of_task.len()
     }
 
     /// The instances on an agent, in task id order (through the per-agent index).
@@ -195,7 +235,7 @@ impl SvcCore {
             .map(|task_ids| {
                 task_ids
                     .iter()
-                    .filter_map(|task_id| self.instances.get(task_id))
+                    .filter_map(|task_id| self.instance(task_id))
                     .collect()
             })
             .unwrap_or_default()
@@ -203,39 +243,34 @@ impl SvcCore {
 
     /// Stores an instance and indexes it by app and agent (an instance keeps both for life).
     pub(super) fn insert_instance(&mut self, instance: Instance) {
-        if let Some(previous) = self.instances.get(&instance.task_id).cloned() {
-            self.unindex_instance(&previous);
-        }
-        self.instances_by_app
-            .entry(instance.app_id.clone())
-            .or_default()
-            .insert(instance.task_id.clone());
+        self.remove_instance(&instance.task_id);
         self.instances_by_agent
             .entry(instance.agent_id.clone())
             .or_default()
             .insert(instance.task_id.clone());
-        self.instances.insert(instance.task_id.clone(), instance);
+        self.app_of_task
+            .insert(instance.task_id.clone(), instance.app_id.clone());
+        self.instances
+            .entry(instance.app_id.clone())
+            .or_default()
+            .insert(instance.task_id.clone(), instance);
     }
 
     /// Forgets an instance and its index entries.
     pub(super) fn remove_instance(&mut self, task_id: &str) -> Option<Instance> {
-        let instance = self.instances.remove(task_id)?;
-        self.unindex_instance(&instance);
-        Some(instance)
-    }
-
-    fn unindex_instance(&mut self, instance: &Instance) {
-        for (index, key) in [
-            (&mut self.instances_by_app, &instance.app_id),
-            (&mut self.instances_by_agent, &instance.agent_id),
-        ] {
-            if let Some(task_ids) = index.get_mut(key) {
-                task_ids.remove(&instance.task_id);
-                if task_ids.is_empty() {
-                    index.remove(key);
-                }
+        let app_id = self.app_of_task.remove(task_id)?;
+        let of_app = self.instances.get_mut(&app_id)?;
+        let instance = of_app.remove(task_id)?;
+        if of_app.is_empty() {
+            self.instances.remove(&app_id);
+        }
+        if let Some(task_ids) = self.instances_by_agent.get_mut(&instance.agent_id) {
+            task_ids.remove(task_id);
+            if task_ids.is_empty() {
+                self.instances_by_agent.remove(&instance.agent_id);
             }
         }
+        Some(instance)
     }
 
     pub(super) fn is_held_back(&self, app_id: &str) -> bool {
@@ -390,7 +425,7 @@ impl SvcCore {
 
     /// Asks the agent to kill an instance (once; resent by [`SvcCore::expire_instances`]).
     pub(super) fn kill_instance(&mut self, task_id: &str, reason: KillReason, now: f64) {
-        let Some(instance) = self.instances.get_mut(task_id) else {
+        let Some(instance) = self.instance_mut(task_id) else {
             return;
         };
         if instance.kill.is_some() {
@@ -414,7 +449,7 @@ impl SvcCore {
     fn expire_instances(&mut self, now: f64) {
         let mut resend = Vec::new();
         let mut timed_out = Vec::new();
-        for instance in self.instances.values_mut() {
+        for instance in self.instances.values_mut().flat_map(BTreeMap::values_mut) {
             match instance.kill {
                 Some(ref mut request) if now - request.sent_at >= self.config.kill_retry => {
                     request.sent_at = now;

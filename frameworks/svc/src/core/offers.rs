@@ -151,10 +151,20 @@ impl SvcCore {
 
     fn learn_agent(&mut self, offer: &OfferResources) {
         let agent_id = offer.agent_id().as_str().to_owned();
+        // Our instances on the agent, counted per app (they all need the app's resources).
+        let mut per_app: HashMap<&str, usize> = HashMap::new();
+        for task_id in self.instances_by_agent.get(&agent_id).into_iter().flatten() {
+            if let Some(app_id) = self.app_of_task.get(task_id) {
+                *per_app.entry(app_id.as_str()).or_insert(0) += 1;
+            }
+        }
         let mut ours = Resources::new();
-        for instance in self.instances_on(&agent_id) {
-            if let Some(app) = self.apps.get(&instance.app_id) {
-                ours.add(&instance_resources(&app.definition));
+        for (app_id, count) in per_app {
+            if let Some(app) = self.apps.get(app_id) {
+                let one = instance_resources(&app.definition);
+                for _ in 0..count {
+                    ours.add(&one);
+                }
             }
         }
         let mut estimate = Resources::new();

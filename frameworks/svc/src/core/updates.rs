@@ -34,7 +34,7 @@ impl SvcCore {
     /// Applies one update to its instance; returns the app to drive again, if any.
     fn apply_update(&mut self, status: &v1::TaskStatus, now: f64) -> Option<String> {
         let state = status.state();
-        let Some(instance) = self.instances.get_mut(&status.task_id) else {
+        let Some(instance) = self.instance_mut(&status.task_id) else {
             // Not ours (any more): a task we never stored, or one we already forgot. If it
             // still runs, it is a duplicate nobody accounts for: stop it.
             if !agora_proto::is_terminal(state) && !status.agent_id.is_empty() {
@@ -203,7 +203,7 @@ impl SvcCore {
     }
 
     fn emit_status(&mut self, app_id: &str, task_id: &str, status: &v1::TaskStatus, now: f64) {
-        let instance = self.instances.get(task_id);
+        let instance = self.instance(task_id);
         let mut payload = Map::new();
         payload.insert("appId".into(), json!(app_id));
         payload.insert("taskId".into(), json!(task_id));

@@ -243,25 +243,25 @@ impl SvcCore {
             .filter_map(|app_id| self.current_plan(app_id))
             .map(|plan| plan.wanted)
             .sum();
+        let mut instances_running = 0;
+        let mut instances_ready = 0;
+        for (app_id, instances) in &self.instances {
+            let has_checks = self
+                .apps
+                .get(app_id)
+                .is_some_and(|app| !app.definition.health_checks.is_empty());
+            for instance in instances.values() {
+                if instance.state == InstanceState::Running {
+                    instances_running += 1;
+                    instances_ready += usize::from(instance.is_ready(has_checks));
+                }
+            }
+        }
         CoreMetrics {
             apps: self.apps.len(),
-            instances: self.instances.len(),
-            instances_running: self
-                .instances
-                .values()
-                .filter(|instance| instance.state == InstanceState::Running)
-                .count(),
-            instances_ready: self
-                .instances
-                .values()
-                .filter(|instance| {
-                    let has_checks = self
-                        .apps
-                        .get(&instance.app_id)
-                        .is_some_and(|app| !app.definition.health_checks.is_empty());
-                    instance.is_ready(has_checks)
-                })
-                .count(),
+            instances: self.instance_count(),
+            instances_running,
+            instances_ready,
             deployments_running: self
                 .deployments
                 .values()
