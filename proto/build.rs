@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // AgentService has an RPC named `Connect`, which would clash with the generated
         // `connect` constructor; clients build a `Channel` and call `new` instead.
         .build_transport(false)
+        // Same wire format, smaller per-stream buffers (see `src/codec.rs`).
+        .codec_path("crate::codec::SmallBufferCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

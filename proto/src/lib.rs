@@ -1,6 +1,7 @@
 //! Agora's protocol: the generated `agora.v1` gRPC code, id newtypes and resource arithmetic —
 //! the vocabulary the master, agents and frameworks share.
 
+mod codec;
 mod ids;
 mod resources;
 mod states;

@@ -8,7 +8,7 @@
 //! - `cluster_total` = totals of agents in the pool (active or draining).
 
 use agora_proto::v1::TaskState;
-use agora_proto::{AgentId, FrameworkId, OfferId, TaskId, v1};
+use agora_proto::{AgentId, FrameworkId, OfferId, Resources, TaskId, v1};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -189,8 +189,9 @@ impl Master {
         }
     }
 
-    /// Adds a task to the live book and charges its resources (when not terminal).
-    pub(super) fn track_task(&mut self, task: Task) {
+    /// Adds a task to the live book and charges its `resources` (those of its info, parsed
+    /// by the caller) when it is not terminal.
+    pub(super) fn track_task(&mut self, task: Task, resources: &Resources) {
         let key = (task.framework_id.clone(), task.task_id.clone());
         if let Some(previous) = self.tasks.remove(&key.0, &key.1) {
             self.release_task_resources(&previous);
@@ -202,7 +203,7 @@ impl Master {
             }
         }
         if !task.is_terminal() {
-            self.charge_task_resources(&task);
+            self.charge_task_resources(&task, resources);
         }
         if let Some(agent) = self.agents.get_mut(&task.agent_id) {
             agent.tasks.insert(key);
@@ -210,11 +211,11 @@ impl Master {
         self.tasks.insert(task);
     }
 
-    fn charge_task_resources(&mut self, task: &Task) {
+    fn charge_task_resources(&mut self, task: &Task, resources: &Resources) {
         let Some(agent) = self.agents.get_mut(&task.agent_id) else {
             return;
         };
-        agent.add_used(&task.resources);
+        agent.add_used(resources);
         if agent.status.in_pool()
             && let Some(framework) = self.frameworks.frameworks.get_mut(&task.framework_id)
         {
@@ -229,7 +230,7 @@ impl Master {
         let Some(agent) = self.agents.get_mut(&task.agent_id) else {
             return;
         };
-        agent.remove_used(&task.resources);
+        agent.remove_used(&task.resources());
         if agent.status.in_pool()
             && let Some(framework) = self.frameworks.frameworks.get_mut(&task.framework_id)
         {

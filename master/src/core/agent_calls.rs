@@ -279,10 +279,9 @@ impl Master {
             agent_id: agent_id.clone(),
             info,
             quantities: Quantities::of(&reported.resources),
-            resources: reported.resources,
             status: status.clone(),
         };
-        self.track_task(task);
+        self.track_task(task, &reported.resources);
         if previous_state.is_some_and(|previous| previous != status.state()) {
             self.send_update(&framework_id, status);
         }
@@ -386,11 +385,10 @@ impl Master {
                     agent_id: agent_id.to_string(),
                     ..Default::default()
                 },
-                resources: Resources::new(),
                 quantities: Quantities::default(),
                 status: status.clone(),
             };
-            self.track_task(task);
+            self.track_task(task, &Resources::new());
         }
         debug!(framework_id = %framework_id, task_id = %task_id, state = status.state().as_str_name(), "status update");
         self.send_update(&framework_id, status);

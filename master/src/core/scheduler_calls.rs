@@ -408,15 +408,17 @@ impl Master {
                 "",
             );
             self.tasks.forget_completed(&framework_id, &valid.task_id);
-            self.track_task(Task {
-                framework_id: framework_id.clone(),
-                task_id: valid.task_id.clone(),
-                agent_id: agent_id.clone(),
-                info: info.clone(),
-                quantities: Quantities::of(&valid.resources),
-                resources: valid.resources,
-                status,
-            });
+            self.track_task(
+                Task {
+                    framework_id: framework_id.clone(),
+                    task_id: valid.task_id.clone(),
+                    agent_id: agent_id.clone(),
+                    info: info.clone(),
+                    quantities: Quantities::of(&valid.resources),
+                    status,
+                },
+                &valid.resources,
+            );
             launched.push(valid.task_id.to_string());
             launched_infos.push(info);
         }

@@ -44,9 +44,7 @@ pub(crate) struct Task {
     pub(crate) agent_id: AgentId,
     /// What was launched (agent_id filled in).
     pub(crate) info: v1::TaskInfo,
-    /// What it holds while not terminal.
-    pub(crate) resources: Resources,
-    /// DRF quantities of `resources`.
+    /// DRF quantities of its resources.
     pub(crate) quantities: Quantities,
     /// Its latest status.
     pub(crate) status: v1::TaskStatus,
@@ -56,6 +54,13 @@ impl Task {
     /// The current state.
     pub(crate) fn state(&self) -> TaskState {
         self.status.state()
+    }
+
+    /// What it holds while not terminal: the resources of its `info`, checked when it was
+    /// launched or reported. Not kept alongside, as it is needed only when the task starts or
+    /// stops holding them, and a parsed copy per task is a large share of a task's memory.
+    pub(crate) fn resources(&self) -> Resources {
+        Resources::from_proto(&self.info.resources).unwrap_or_default()
     }
 
     /// Whether it reached a final state.
@@ -77,7 +82,9 @@ impl Task {
 /// completed ones.
 #[derive(Debug, Default)]
 pub(crate) struct TaskBook {
-    live: BTreeMap<(FrameworkId, TaskId), Task>,
+    /// Boxed: a task is large, and a B-tree's nodes hold room for eleven values however few
+    /// they hold (about half when ids arrive in order).
+    live: BTreeMap<(FrameworkId, TaskId), Box<Task>>,
     completed: VecDeque<Task>,
     max_completed: usize,
 }
@@ -94,7 +101,9 @@ impl TaskBook {
 
     /// A live task.
     pub(crate) fn get(&self, framework_id: &FrameworkId, task_id: &TaskId) -> Option<&Task> {
-        self.live.get(&(framework_id.clone(), task_id.clone()))
+        self.live
+            .get(&(framework_id.clone(), task_id.clone()))
+            .map(|task| &**task)
     }
 
     /// A live task, mutably.
@@ -103,18 +112,26 @@ impl TaskBook {
         framework_id: &FrameworkId,
         task_id: &TaskId,
     ) -> Option<&mut Task> {
-        self.live.get_mut(&(framework_id.clone(), task_id.clone()))
+        self.live
+            .get_mut(&(framework_id.clone(), task_id.clone()))
+            .map(|task| &mut **task)
     }
 
     /// Adds a live task, returning the one it replaces.
     pub(crate) fn insert(&mut self, task: Task) -> Option<Task> {
         self.live
-            .insert((task.framework_id.clone(), task.task_id.clone()), task)
+            .insert(
+                (task.framework_id.clone(), task.task_id.clone()),
+                Box::new(task),
+            )
+            .map(|task| *task)
     }
 
     /// Removes a live task.
     pub(crate) fn remove(&mut self, framework_id: &FrameworkId, task_id: &TaskId) -> Option<Task> {
-        self.live.remove(&(framework_id.clone(), task_id.clone()))
+        self.live
+            .remove(&(framework_id.clone(), task_id.clone()))
+            .map(|task| *task)
     }
 
     /// Ids of the framework's live tasks.
@@ -157,7 +174,7 @@ impl TaskBook {
 
     /// Live tasks in (framework, task) order.
     pub(crate) fn live(&self) -> impl Iterator<Item = &Task> {
-        self.live.values()
+        self.live.values().map(|task| &**task)
     }
 
     /// Retained completed tasks, oldest first.
@@ -176,7 +193,6 @@ mod tests {
             task_id: TaskId::new(id),
             agent_id: AgentId::new("a"),
             info: v1::TaskInfo::default(),
-            resources: Resources::new(),
             quantities: Quantities::default(),
             status: v1::TaskStatus::default(),
         }
