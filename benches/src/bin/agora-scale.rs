@@ -153,7 +153,8 @@ struct BatchArgs {
     /// Completions of the job (tasks).
     #[arg(long, default_value_t = 100_000)]
     tasks: usize,
-    /// Attempts at once; 0 = as many as the fleet holds.
+    /// Attempts at once; 0 = as many as the fleet holds, within batchframework's limit on a
+    /// job's parallelism (10,000).
     #[arg(long, default_value_t = 0)]
     parallelism: usize,
     /// How long each simulated task runs, seconds.

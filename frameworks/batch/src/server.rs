@@ -3,9 +3,11 @@
 //! its commands in order (store writes before the launches that depend on them).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use agora_proto::TaskId;
@@ -13,7 +15,7 @@ use agora_proto::v1;
 use agora_sdk::{DriverConfig, DriverEvent, EventStream, SchedulerDriver, SdkError};
 use jiff::Timestamp;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -223,6 +225,7 @@ pub async fn spawn(settings: BatchSettings) -> Result<BatchHandle, BatchStartErr
         store,
         driver,
         tick_interval: settings.tick_interval,
+        ack_slots: Arc::new(Semaphore::new(ACKS_IN_FLIGHT)),
     };
     let actor_shutdown = shutdown.clone();
     let actor_task = tokio::spawn(async move {
@@ -257,6 +260,23 @@ struct Actor {
     store: Arc<BatchStore>,
     driver: SchedulerDriver,
     tick_interval: Duration,
+    /// Acknowledgements in flight at most.
+    ack_slots: Arc<Semaphore>,
+}
+
+/// Driver events applied before their store writes are committed together, at most.
+const EVENTS_PER_BATCH: usize = 1024;
+
+/// Acknowledgements sent concurrently at most.
+const ACKS_IN_FLIGHT: usize = 256;
+
+/// The next driver event if one is already waiting, without waiting for one.
+fn ready_event(events: &mut EventStream) -> Option<DriverEvent> {
+    let mut next = std::pin::pin!(events.next());
+    match next.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(event) => event,
+        Poll::Pending => None,
+    }
 }
 
 impl Actor {
@@ -272,7 +292,7 @@ impl Actor {
             let step = tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
                 event = events.next() => match event {
-                    Some(event) => self.on_event(event).await,
+                    Some(event) => self.on_events(event, &mut events).await,
                     None => break Err(BatchRunError::FrameworkEnded("the driver stopped".into())),
                 },
                 call = calls.recv() => match call {
@@ -297,7 +317,32 @@ impl Actor {
         result
     }
 
-    async fn on_event(&mut self, event: DriverEvent) -> Result<(), BatchRunError> {
+    /// Applies `first` and the driver events already waiting behind it (at most
+    /// [`EVENTS_PER_BATCH`]), then carries out what they produced: their store writes go in one
+    /// transaction instead of one each.
+    async fn on_events(
+        &mut self,
+        first: DriverEvent,
+        events: &mut EventStream,
+    ) -> Result<(), BatchRunError> {
+        let mut next = Some(first);
+        let mut applied = 0;
+        let mut ended = Ok(());
+        while let Some(event) = next {
+            ended = self.apply_event(event);
+            applied += 1;
+            next = if applied < EVENTS_PER_BATCH && ended.is_ok() {
+                ready_event(events)
+            } else {
+                None
+            };
+        }
+        // What the events before an end changed is still stored (and acknowledged).
+        self.execute().await?;
+        ended
+    }
+
+    fn apply_event(&mut self, event: DriverEvent) -> Result<(), BatchRunError> {
         let now = Timestamp::now();
         match event {
             DriverEvent::Subscribed {
@@ -324,24 +369,49 @@ impl Actor {
                 self.core.disconnected();
             }
         }
-        self.execute().await
+        Ok(())
     }
 
     /// Carries out the core's commands in order; store writes are batched into one
-    /// transaction and made durable before the next non-store command.
+    /// transaction and made durable before the next command that acts on the cluster.
+    /// Acknowledgements only wait for the writes before them, not for each other.
     async fn execute(&mut self) -> Result<(), BatchRunError> {
         let mut queue: VecDeque<Command> = self.core.take_commands().into();
         let mut writes = Vec::new();
+        let mut acknowledgements = Vec::new();
         while let Some(command) = queue.pop_front() {
-            if let Command::Persist(op) = command {
-                writes.push(op);
-                continue;
+            match command {
+                Command::Persist(op) => writes.push(op),
+                Command::Acknowledge(status) => acknowledgements.push(status),
+                command => {
+                    self.flush(&mut writes).await?;
+                    self.acknowledge(&mut acknowledgements).await;
+                    self.perform(command).await;
+                    queue.extend(self.core.take_commands());
+                }
             }
-            self.flush(&mut writes).await?;
-            self.perform(command).await;
-            queue.extend(self.core.take_commands());
         }
-        self.flush(&mut writes).await
+        self.flush(&mut writes).await?;
+        self.acknowledge(&mut acknowledgements).await;
+        Ok(())
+    }
+
+    /// Sends acknowledgements whose updates' effects are stored, concurrently (at most
+    /// [`ACKS_IN_FLIGHT`]) so that the next events need not wait for their round trips; the
+    /// master resends any that gets lost.
+    async fn acknowledge(&self, statuses: &mut Vec<v1::TaskStatus>) {
+        for status in statuses.drain(..) {
+            let Ok(permit) = Arc::clone(&self.ack_slots).acquire_owned().await else {
+                return;
+            };
+            let driver = self.driver.clone();
+            tokio::spawn(async move {
+                if let Err(error) = driver.acknowledge(&status).await {
+                    tracing::debug!(%error, task_id = %status.task_id, "acknowledgement not sent");
+                }
+                drop(permit);
+            });
+        }
     }
 
     async fn flush(&self, writes: &mut Vec<StoreOp>) -> Result<(), BatchRunError> {
@@ -358,7 +428,8 @@ impl Actor {
 
     async fn perform(&mut self, command: Command) {
         let result = match command {
-            Command::Persist(_) => Ok(()),
+            // Batched by `execute`.
+            Command::Persist(_) | Command::Acknowledge(_) => Ok(()),
             Command::Launch { offer_id, tasks } => {
                 let task_ids: Vec<TaskId> = tasks
                     .iter()
@@ -384,7 +455,6 @@ impl Actor {
                 tracing::info!(%task_id, "killing task");
                 self.driver.kill(&task_id, &agent_id).await
             }
-            Command::Acknowledge(status) => self.driver.acknowledge(&status).await,
             Command::Reconcile(tasks) => self.driver.reconcile(tasks).await,
             Command::Revive => self.driver.revive().await,
             Command::Suppress => self.driver.suppress().await,

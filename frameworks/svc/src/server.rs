@@ -250,12 +250,14 @@ pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
         events: events.clone(),
         shutdown: cancel.clone(),
     };
+    let (acknowledgements, to_acknowledge) = mpsc::unbounded_channel();
+    tokio::spawn(acknowledge(driver.clone(), to_acknowledge));
     let actor = Actor {
         core,
         store,
         driver,
         events,
-        ack_slots: Arc::new(tokio::sync::Semaphore::new(ACKS_IN_FLIGHT)),
+        acknowledgements,
     };
     let actor =
         tokio::spawn(actor.run(calls, driver_events, settings.tick_interval, cancel.clone()));
@@ -285,11 +287,29 @@ struct Actor {
     driver: SchedulerDriver,
     events: broadcast::Sender<SvcEvent>,
     /// Acknowledgements in flight at most.
-    ack_slots: Arc<tokio::sync::Semaphore>,
+    acknowledgements: mpsc::UnboundedSender<v1::TaskStatus>,
 }
 
 /// Acknowledgements sent concurrently at most.
 const ACKS_IN_FLIGHT: usize = 256;
+
+/// Sends the acknowledgements the actor queues (only for updates whose effects are stored), a
+/// bounded number at once; ends when the actor does. The agent resends anything not
+/// acknowledged.
+async fn acknowledge(driver: SchedulerDriver, statuses: mpsc::UnboundedReceiver<v1::TaskStatus>) {
+    tokio_stream::wrappers::UnboundedReceiverStream::new(statuses)
+        .map(|status| {
+            let driver = driver.clone();
+            async move {
+                if let Err(error) = driver.acknowledge(&status).await {
+                    tracing::debug!(%error, task_id = %status.task_id, "acknowledgement not sent");
+                }
+            }
+        })
+        .buffer_unordered(ACKS_IN_FLIGHT)
+        .for_each(|()| async {})
+        .await;
+}
 
 /// Driver events buffered between the master's stream and the actor.
 const DRIVER_EVENT_BUFFER: usize = 1 << 16;
@@ -408,16 +428,10 @@ impl Actor {
             return Err(SvcRunError::Removed(message));
         }
         // The updates' effects are stored: acknowledge them without holding up the next
-        // events (a bounded number in flight; the agent resends anything not acknowledged).
+        // events (a busy master answering slowly must not stop the daemon from reading its
+        // stream, or the master drops the stream as too slow).
         for status in acknowledgements {
-            let permit = self.ack_slots.clone().acquire_owned().await;
-            let driver = self.driver.clone();
-            tokio::spawn(async move {
-                if let Err(error) = driver.acknowledge(&status).await {
-                    tracing::debug!(%error, task_id = %status.task_id, "acknowledgement not sent");
-                }
-                drop(permit);
-            });
+            let _ = self.acknowledgements.send(status);
         }
         Ok(())
     }

@@ -305,7 +305,9 @@ pub(super) async fn batch(args: BatchArgs) -> anyhow::Result<()> {
     );
     let capacity = capacity_per_agent(&cluster_args);
     let parallelism = if args.parallelism == 0 {
-        (capacity * args.agents).min(args.tasks)
+        (capacity * args.agents)
+            .min(args.tasks)
+            .min(agora_batch::job::MAX_PARALLELISM as usize)
     } else {
         args.parallelism
     };

@@ -107,8 +107,14 @@ impl BatchCore {
     /// A core holding what the store held.
     pub fn new(config: CoreConfig, snapshot: Snapshot) -> Self {
         let mut meta = snapshot.meta;
-        let runs: BTreeMap<RunId, Run> =
-            snapshot.runs.into_iter().map(|run| (run.id, run)).collect();
+        let runs: BTreeMap<RunId, Run> = snapshot
+            .runs
+            .into_iter()
+            .map(|mut run| {
+                run.recount();
+                (run.id, run)
+            })
+            .collect();
         if let Some(highest) = runs.keys().next_back() {
             meta.next_run_id = meta.next_run_id.max(highest.0 + 1);
         }
@@ -160,7 +166,7 @@ impl BatchCore {
             self.meta.framework_id = Some(framework_id.to_owned());
             self.persist(StoreOp::PutMeta(self.meta.clone()));
         }
-        let unfinished = self.unfinished_attempts(|_| true);
+        let unfinished = self.unfinished_attempts();
         if !unfinished.is_empty() {
             tracing::info!(tasks = unfinished.len(), "reconciling attempts");
             self.outbox.push(Command::Reconcile(unfinished));
@@ -179,11 +185,19 @@ impl BatchCore {
     /// (the tasks were not launched); otherwise the outcome is unknown and they are reconciled.
     pub fn launch_failed(&mut self, task_ids: &[TaskId], refused: bool, now: Timestamp) {
         if !refused {
-            let listed: Vec<(TaskId, AgentId)> = self.unfinished_attempts(|attempt| {
-                task_ids
-                    .iter()
-                    .any(|task_id| task_id.as_str() == attempt.task_id)
-            });
+            let listed: Vec<(TaskId, AgentId)> = task_ids
+                .iter()
+                .filter_map(|task_id| self.find_attempt(task_id.as_str()))
+                .filter_map(|(run_id, index)| {
+                    let attempt = &self.runs.get(&run_id)?.attempts[index];
+                    (!attempt.state.is_finished()).then(|| {
+                        (
+                            TaskId::new(attempt.task_id.clone()),
+                            AgentId::new(attempt.agent_id.clone()),
+                        )
+                    })
+                })
+                .collect();
             self.outbox.push(Command::Reconcile(listed));
             return;
         }
@@ -265,8 +279,9 @@ impl BatchCore {
         let run_ids: Vec<RunId> = self.runs_of(job_id).map(|run| run.id).collect();
         for run_id in run_ids {
             if let Some(mut run) = self.runs.remove(&run_id) {
-                for (task_id, agent_id) in run.kill_active_attempts() {
-                    self.kill(task_id, agent_id);
+                for index in run.kill_active_attempts() {
+                    let attempt = &run.attempts[index];
+                    self.kill(attempt.task_id.clone(), attempt.agent_id.clone());
                 }
                 self.placement_notes.remove(&run_id);
                 self.persist(StoreOp::DeleteRun(run_id));
@@ -483,7 +498,7 @@ impl BatchCore {
         let run = Run::new(run_id, spec, trigger, scheduled_for, now);
         tracing::info!(job = %job_id, run = %run_id, ?trigger, "run created");
         self.persist(StoreOp::PutMeta(self.meta.clone()));
-        self.persist(StoreOp::PutRun(Box::new(run.clone())));
+        self.persist(StoreOp::PutRun(Box::new(run.header())));
         self.runs.insert(run_id, run);
         run_id
     }
@@ -502,7 +517,11 @@ impl BatchCore {
         };
         let job_id = run.job_id.clone();
         tracing::info!(job = %job_id, run = %run_id, %phase, message = %run.message, "run finished");
-        let stored = Box::new(run.clone());
+        let stored = Box::new(run.header());
+        let killed: Vec<Attempt> = to_kill
+            .into_iter()
+            .map(|index| run.attempts[index].clone())
+            .collect();
         match phase {
             RunPhase::Succeeded => self.metrics.runs_succeeded += 1,
             RunPhase::Failed => self.metrics.runs_failed += 1,
@@ -510,8 +529,9 @@ impl BatchCore {
         }
         self.placement_notes.remove(&run_id);
         self.persist(StoreOp::PutRun(stored));
-        for (task_id, agent_id) in to_kill {
-            self.kill(task_id, agent_id);
+        for attempt in killed {
+            self.kill(attempt.task_id.clone(), attempt.agent_id.clone());
+            self.persist(StoreOp::PutAttempt(run_id, Box::new(attempt)));
         }
         if phase == RunPhase::Succeeded {
             self.trigger_dependents(&job_id, now);
@@ -552,14 +572,12 @@ impl BatchCore {
         self.outbox.push(Command::Persist(op));
     }
 
-    fn unfinished_attempts(
-        &self,
-        mut select: impl FnMut(&Attempt) -> bool,
-    ) -> Vec<(TaskId, AgentId)> {
+    fn unfinished_attempts(&self) -> Vec<(TaskId, AgentId)> {
         self.runs
             .values()
+            .filter(|run| run.active_attempts() > 0)
             .flat_map(|run| run.attempts.iter())
-            .filter(|attempt| !attempt.state.is_finished() && select(attempt))
+            .filter(|attempt| !attempt.state.is_finished())
             .map(|attempt| {
                 (
                     TaskId::new(attempt.task_id.clone()),
@@ -567,6 +585,13 @@ impl BatchCore {
                 )
             })
             .collect()
+    }
+
+    /// The run and index of the attempt with this task id.
+    fn find_attempt(&self, task_id: &str) -> Option<(RunId, usize)> {
+        let (run_id, number) = parse_task_id(task_id)?;
+        let index = self.runs.get(&run_id)?.attempt_index(number, task_id)?;
+        Some((run_id, index))
     }
 
     /// Starts waiting runs whose dependencies succeeded, then revives or suppresses offers.
@@ -583,7 +608,7 @@ impl BatchCore {
                 && run.start(now).is_ok()
             {
                 tracing::info!(job = %run.job_id, run = %run_id, "run started");
-                let stored = Box::new(run.clone());
+                let stored = Box::new(run.header());
                 self.persist(StoreOp::PutRun(stored));
             }
         }

@@ -5,7 +5,7 @@ use agora_proto::{AgentId, OfferId, TaskId};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::run::{Run, RunId};
+use super::run::{Attempt, Run, RunId};
 use crate::job::{JobId, JobSpec};
 
 /// Daemon-wide facts kept in the store.
@@ -43,9 +43,12 @@ pub enum StoreOp {
     PutJob(Box<JobRecord>),
     /// Remove a job.
     DeleteJob(JobId),
-    /// Insert or replace a run with its attempts.
+    /// Insert or replace a run's own record (its `attempts` left empty: they are stored one
+    /// by one with [`StoreOp::PutAttempt`]).
     PutRun(Box<Run>),
-    /// Remove a run.
+    /// Insert or replace one attempt of a run.
+    PutAttempt(RunId, Box<Attempt>),
+    /// Remove a run with its attempts.
     DeleteRun(RunId),
 }
 
@@ -121,7 +124,7 @@ pub struct Snapshot {
     pub meta: Meta,
     /// Every job.
     pub jobs: Vec<JobRecord>,
-    /// Every run kept.
+    /// Every run kept, with its attempts.
     pub runs: Vec<Run>,
 }
 

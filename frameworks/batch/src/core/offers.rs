@@ -63,14 +63,19 @@ impl BatchCore {
             }
             if launched > 0 {
                 self.metrics.tasks_launched += launched as u64;
-                changed_runs.push(run_id);
+                changed_runs.push((run_id, launched));
             }
         }
-        // Store every launch before sending any.
-        for run_id in changed_runs {
+        // Store every launch before sending any: the new attempts are the last of their run.
+        for (run_id, launched) in changed_runs {
             if let Some(run) = self.runs.get(&run_id) {
-                self.outbox
-                    .push(Command::Persist(StoreOp::PutRun(Box::new(run.clone()))));
+                let first_new = run.attempts.len() - launched;
+                for attempt in &run.attempts[first_new..] {
+                    self.outbox.push(Command::Persist(StoreOp::PutAttempt(
+                        run_id,
+                        Box::new(attempt.clone()),
+                    )));
+                }
             }
         }
         for slot in slots {
@@ -149,7 +154,7 @@ fn place_run(run: &mut Run, slots: &mut [OfferSlot], now: Timestamp) -> (usize, 
         let builder = task_builder(run, number);
         match builder.build_in(&mut slot.offer) {
             Ok(task) => {
-                run.attempts.push(Attempt::launching(
+                run.push_attempt(Attempt::launching(
                     number,
                     task.task_id.clone(),
                     slot.offer.agent_id().as_str().to_owned(),

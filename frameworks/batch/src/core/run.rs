@@ -309,8 +309,14 @@ pub struct Run {
     /// For failed runs: the last failed attempt's exit code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// Every attempt, in launch order.
+    /// Every attempt, in launch order: `attempts[i].number == i`. The store keeps them as
+    /// records of their own (see [`Run::header`]).
+    #[serde(default)]
     pub attempts: Vec<Attempt>,
+    /// How many of `attempts` are not finished, kept as they change so that checks run on
+    /// every update do not scan the attempts. Recomputed by [`Run::recount`] after loading.
+    #[serde(skip)]
+    active: usize,
 }
 
 /// A run lifecycle step that its phase does not allow.
@@ -350,15 +356,81 @@ impl Run {
             message: String::new(),
             exit_code: None,
             attempts: Vec::new(),
+            active: 0,
         }
+    }
+
+    /// The run as the store keeps it: every field but the attempts (stored one by one).
+    pub fn header(&self) -> Run {
+        Run {
+            id: self.id,
+            job_id: self.job_id.clone(),
+            trigger: self.trigger,
+            spec: self.spec.clone(),
+            phase: self.phase,
+            scheduled_for: self.scheduled_for,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            succeeded: self.succeeded,
+            failures: self.failures,
+            retry_not_before: self.retry_not_before,
+            message: self.message.clone(),
+            exit_code: self.exit_code,
+            attempts: Vec::new(),
+            active: 0,
+        }
+    }
+
+    /// Recomputes what is derived from the attempts (after they were set from outside, e.g.
+    /// read back from the store).
+    pub fn recount(&mut self) {
+        self.active = self
+            .attempts
+            .iter()
+            .filter(|attempt| !attempt.state.is_finished())
+            .count();
     }
 
     /// Attempts not finished yet.
     pub fn active_attempts(&self) -> usize {
-        self.attempts
-            .iter()
-            .filter(|attempt| !attempt.state.is_finished())
-            .count()
+        self.active
+    }
+
+    /// The index in `attempts` of attempt `number` with task id `task_id`.
+    pub fn attempt_index(&self, number: u32, task_id: &str) -> Option<usize> {
+        let matches = |attempt: &Attempt| attempt.number == number && attempt.task_id == task_id;
+        match self.attempts.get(number as usize) {
+            Some(attempt) if matches(attempt) => Some(number as usize),
+            // Numbers are positions; a gap (never written so) falls back to a search.
+            _ => self.attempts.iter().position(matches),
+        }
+    }
+
+    /// Adds an attempt (the next number).
+    pub fn push_attempt(&mut self, attempt: Attempt) {
+        if !attempt.state.is_finished() {
+            self.active += 1;
+        }
+        self.attempts.push(attempt);
+    }
+
+    /// Applies a status update to attempt `index` (see [`Attempt::observe`]).
+    pub fn observe_attempt(
+        &mut self,
+        index: usize,
+        state: TaskState,
+        exit_code: Option<i32>,
+        message: &str,
+        now: Timestamp,
+    ) -> Result<AttemptOutcome, IllegalTransition> {
+        let attempt = &mut self.attempts[index];
+        let was_active = !attempt.state.is_finished();
+        let outcome = attempt.observe(state, exit_code, message, now)?;
+        if was_active && attempt.state.is_finished() {
+            self.active -= 1;
+        }
+        Ok(outcome)
     }
 
     /// How many attempts may be launched now: active attempts stay within `parallelism`
@@ -384,13 +456,13 @@ impl Run {
     }
 
     /// Ends the run (`Active` -> `Succeeded`/`Failed`/`Cancelled`, `Waiting` -> `Cancelled`
-    /// or `Failed`); returns the attempts to kill.
+    /// or `Failed`); returns the indexes of the attempts to kill.
     pub fn finish(
         &mut self,
         phase: RunPhase,
         message: String,
         now: Timestamp,
-    ) -> Result<Vec<(String, String)>, IllegalRunTransition> {
+    ) -> Result<Vec<usize>, IllegalRunTransition> {
         let allowed = match self.phase {
             RunPhase::Active => phase.is_finished(),
             RunPhase::Waiting => matches!(phase, RunPhase::Cancelled | RunPhase::Failed),
@@ -406,14 +478,18 @@ impl Run {
         Ok(self.kill_active_attempts())
     }
 
-    /// Marks every unfinished attempt as being killed; returns (task id, agent id) of each.
-    pub fn kill_active_attempts(&mut self) -> Vec<(String, String)> {
+    /// Marks every unfinished attempt as being killed; returns their indexes in `attempts`.
+    pub fn kill_active_attempts(&mut self) -> Vec<usize> {
+        if self.active == 0 {
+            return Vec::new();
+        }
         self.attempts
             .iter_mut()
-            .filter(|attempt| !attempt.state.is_finished())
-            .map(|attempt| {
+            .enumerate()
+            .filter(|(_, attempt)| !attempt.state.is_finished())
+            .map(|(index, attempt)| {
                 attempt.kill_requested = true;
-                (attempt.task_id.clone(), attempt.agent_id.clone())
+                index
             })
             .collect()
     }

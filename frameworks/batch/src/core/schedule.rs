@@ -197,6 +197,7 @@ impl BatchCore {
         let quiet: Vec<(TaskId, AgentId)> = self
             .runs
             .values()
+            .filter(|run| run.active_attempts() > 0)
             .flat_map(|run| run.attempts.iter())
             .filter(|attempt| {
                 !attempt.state.is_finished()

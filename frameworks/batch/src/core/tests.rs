@@ -9,12 +9,14 @@ use proptest::prelude::*;
 use super::*;
 use crate::job::parse_job;
 
-/// Applies the core's store writes, like the redb store does.
+/// Applies the core's store writes, like the redb store does: runs without their attempts,
+/// attempts one by one.
 #[derive(Default)]
 struct MemoryStore {
     meta: Meta,
     jobs: BTreeMap<JobId, JobRecord>,
     runs: BTreeMap<RunId, Run>,
+    attempts: BTreeMap<(RunId, u32), Attempt>,
 }
 
 impl MemoryStore {
@@ -28,19 +30,37 @@ impl MemoryStore {
                 self.jobs.remove(id);
             }
             StoreOp::PutRun(run) => {
+                assert!(run.attempts.is_empty(), "attempts are stored one by one");
                 self.runs.insert(run.id, (**run).clone());
+            }
+            StoreOp::PutAttempt(run_id, attempt) => {
+                self.attempts
+                    .insert((*run_id, attempt.number), (**attempt).clone());
             }
             StoreOp::DeleteRun(id) => {
                 self.runs.remove(id);
+                self.attempts.retain(|(run_id, _), _| run_id != id);
             }
         }
+    }
+
+    /// A run with its attempts, as loading reassembles it.
+    fn run(&self, id: RunId) -> Option<Run> {
+        let mut run = self.runs.get(&id)?.clone();
+        run.attempts = self
+            .attempts
+            .range((id, 0)..=(id, u32::MAX))
+            .map(|(_, attempt)| attempt.clone())
+            .collect();
+        run.recount();
+        Some(run)
     }
 
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             meta: self.meta.clone(),
             jobs: self.jobs.values().cloned().collect(),
-            runs: self.runs.values().cloned().collect(),
+            runs: self.runs.keys().filter_map(|id| self.run(*id)).collect(),
         }
     }
 }
@@ -82,9 +102,9 @@ impl Harness {
                 Command::Launch { offer_id, tasks } => {
                     for task in &tasks {
                         let (run_id, number) = parse_task_id(&task.task_id).expect("our task id");
-                        let stored = self.store.runs.get(&run_id).expect("run stored");
+                        assert!(self.store.runs.contains_key(&run_id), "run stored");
                         assert!(
-                            stored.attempts.iter().any(|a| a.number == number),
+                            self.store.attempts.contains_key(&(run_id, number)),
                             "launch of {} sent before it was stored",
                             task.task_id
                         );
@@ -147,7 +167,7 @@ impl Harness {
     }
 
     fn run(&self, run: RunId) -> Run {
-        self.store.runs.get(&run).cloned().expect("run stored")
+        self.store.run(run).expect("run stored")
     }
 }
 

@@ -6,7 +6,7 @@ use agora_proto::v1;
 use agora_sdk::Backoff;
 use jiff::{SignedDuration, Timestamp};
 
-use super::run::{AttemptOutcome, RunPhase, parse_task_id};
+use super::run::{AttemptOutcome, RunPhase};
 use super::{BatchCore, Command, StoreOp};
 
 /// The delay before the next attempt after the `failures`-th failure: the SDK's jittered
@@ -27,14 +27,7 @@ impl BatchCore {
     /// A status update from the master (or an answer to reconciliation).
     pub fn status_update(&mut self, status: v1::TaskStatus, now: Timestamp) {
         let state = status.state();
-        let located = parse_task_id(&status.task_id).and_then(|(run_id, number)| {
-            let run = self.runs.get(&run_id)?;
-            let index = run.attempts.iter().position(|attempt| {
-                attempt.number == number && attempt.task_id == status.task_id
-            })?;
-            Some((run_id, index))
-        });
-        let Some((run_id, index)) = located else {
+        let Some((run_id, index)) = self.find_attempt(&status.task_id) else {
             if !agora_proto::is_terminal(state) && !status.agent_id.is_empty() {
                 tracing::info!(task_id = %status.task_id, ?state, "killing a task no run owns");
                 self.kill(status.task_id.clone(), status.agent_id.clone());
@@ -49,25 +42,30 @@ impl BatchCore {
         if attempt.agent_id.is_empty() && !status.agent_id.is_empty() {
             attempt.agent_id = status.agent_id.clone();
         }
-        let outcome = match attempt.observe(state, status.exit_code, &status.message, now) {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                tracing::debug!(%error, "duplicate or late update");
-                self.acknowledge(status);
-                return;
-            }
-        };
+        let outcome =
+            match run.observe_attempt(index, state, status.exit_code, &status.message, now) {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    tracing::debug!(%error, "duplicate or late update");
+                    self.acknowledge(status);
+                    return;
+                }
+            };
+        let attempt = &run.attempts[index];
         let still_unfinished = !attempt.state.is_finished();
         let must_die = still_unfinished && (attempt.kill_requested || run.phase.is_finished());
         let kill_target = (attempt.task_id.clone(), attempt.agent_id.clone());
         let exit_code = attempt.exit_code;
         let message = attempt.message.clone();
+        let stored_attempt = Box::new(attempt.clone());
         let mut finish = None;
+        let mut run_changed = false;
         if run.phase == RunPhase::Active {
             match outcome {
                 AttemptOutcome::Succeeded => {
                     self.metrics.attempts_succeeded += 1;
                     run.succeeded += 1;
+                    run_changed = true;
                     if run.succeeded >= run.spec.completions {
                         finish = Some((
                             RunPhase::Succeeded,
@@ -78,6 +76,7 @@ impl BatchCore {
                 AttemptOutcome::Failed => {
                     self.metrics.attempts_failed += 1;
                     run.failures += 1;
+                    run_changed = true;
                     run.exit_code = exit_code;
                     let what = match exit_code {
                         Some(code) => format!("exited with code {code}"),
@@ -113,8 +112,12 @@ impl BatchCore {
                 AttemptOutcome::Progress | AttemptOutcome::KilledByUs => {}
             }
         }
-        let stored = Box::new(run.clone());
-        self.persist(StoreOp::PutRun(stored));
+        // Only what changed: the attempt, and the run's own record when its counts moved.
+        let stored_run = run_changed.then(|| Box::new(run.header()));
+        self.persist(StoreOp::PutAttempt(run_id, stored_attempt));
+        if let Some(stored_run) = stored_run {
+            self.persist(StoreOp::PutRun(stored_run));
+        }
         if must_die {
             self.kill(kill_target.0, kill_target.1);
         }

@@ -3,5 +3,5 @@
 mod parse;
 mod spec;
 
-pub use parse::{FieldError, JobSpecError, ParsedJob, parse_job, validate};
+pub use parse::{FieldError, JobSpecError, MAX_PARALLELISM, ParsedJob, parse_job, validate};
 pub use spec::{ConcurrencyPolicy, JobId, JobSpec, RunSpec, ScheduleSpec, parse_constraint};
