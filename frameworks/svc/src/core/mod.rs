@@ -27,6 +27,10 @@ use serde_json::Value;
 
 use crate::app::{AppDefinition, PathId};
 
+/// Instances reconciled per tick after a subscription: a few seconds for 100,000 at the
+/// default tick, and far fewer answers at once than the master buffers for a stream.
+const RECONCILE_CHUNK: usize = 5_000;
+
 pub use api::{ApiError, DeploymentRef};
 pub use drive::{AppPlan, plan_app};
 pub use model::{
@@ -197,6 +201,10 @@ pub struct SvcCore {
     config: CoreConfig,
     framework_id: Option<String>,
     subscribed: bool,
+    /// Whether this process has subscribed before (a later subscription is a reconnect).
+    subscribed_before: bool,
+    /// Instances still to be reconciled after the last subscription, sent a chunk per tick.
+    reconciling: Vec<(TaskId, AgentId)>,
     apps: BTreeMap<String, AppState>,
     /// App id -> version -> definition JSON.
     versions: BTreeMap<String, BTreeMap<String, Value>>,
@@ -230,6 +238,8 @@ impl SvcCore {
             config,
             framework_id: None,
             subscribed: false,
+            subscribed_before: false,
+            reconciling: Vec::new(),
             apps: BTreeMap::new(),
             versions: BTreeMap::new(),
             instances: BTreeMap::new(),
@@ -316,7 +326,11 @@ impl SvcCore {
                 .push(StoreWrite::FrameworkId(framework_id.to_owned()));
         }
         self.subscribed = true;
-        let known: Vec<(TaskId, AgentId)> = self
+        // Known instances are reconciled a chunk per tick: the master queues every answer on
+        // the framework's stream at once, and 100,000 of them (twice, with the implicit
+        // reconciliation) overflowed its buffer, so the master dropped the stream, the driver
+        // subscribed again, reconciled everything again, and never caught up.
+        self.reconciling = self
             .all_instances()
             .map(|instance| {
                 (
@@ -325,10 +339,14 @@ impl SvcCore {
                 )
             })
             .collect();
-        if !known.is_empty() {
-            self.outbox.push(Command::Reconcile(known));
+        self.reconcile_chunk();
+        // Strays (tasks the master runs for us that we do not know) can only come from an
+        // earlier process: a reconnect of this one has forgotten nothing, and answers for
+        // every task the master has would flood the stream again.
+        if !self.subscribed_before {
+            self.outbox.push(Command::Reconcile(Vec::new()));
         }
-        self.outbox.push(Command::Reconcile(Vec::new()));
+        self.subscribed_before = true;
         // After a (re-)subscription the master has no filters or suppression of ours that we
         // can rely on: start from "offers wanted" and suppress again once idle.
         self.suppressed = false;
@@ -339,10 +357,25 @@ impl SvcCore {
     /// The subscription ended; the driver reconnects by itself.
     pub fn on_disconnected(&mut self) {
         self.subscribed = false;
+        self.reconciling.clear();
     }
 
-    /// Periodic work: backoffs ending, kill retries, launch timeouts, deployment timeouts.
+    /// Sends the next chunk of the pending explicit reconciliation, if any.
+    fn reconcile_chunk(&mut self) {
+        if !self.subscribed || self.reconciling.is_empty() {
+            return;
+        }
+        let rest = self
+            .reconciling
+            .split_off(self.reconciling.len().min(RECONCILE_CHUNK));
+        let chunk = std::mem::replace(&mut self.reconciling, rest);
+        self.outbox.push(Command::Reconcile(chunk));
+    }
+
+    /// Periodic work: reconciliation in chunks, backoffs ending, kill retries, launch timeouts,
+    /// deployment timeouts.
     pub fn tick(&mut self, now: f64) {
+        self.reconcile_chunk();
         self.drive(now);
     }
 

@@ -558,3 +558,30 @@ proptest! {
         prop_assert_eq!(ids.len(), plan.kills.len());
     }
 }
+
+#[test]
+fn a_reconnect_reconciles_known_instances_only() {
+    let mut core = subscribed_core();
+    core.create_app(
+        app(r#"{"id":"/web","cmd":"sleep 1000","cpus":1,"mem":64,"instances":2}"#),
+        T0,
+    )
+    .expect("created");
+    core.on_offers(offers(2), T0 + 1.0);
+    let tasks = launched(&core.take_commands());
+    assert_eq!(tasks.len(), 2);
+    core.on_disconnected();
+    core.on_subscribed("fw", T0 + 2.0);
+    let reconciles: Vec<Vec<(TaskId, AgentId)>> = core
+        .take_commands()
+        .into_iter()
+        .filter_map(|command| match command {
+            Command::Reconcile(listed) => Some(listed),
+            _ => None,
+        })
+        .collect();
+    // The known instances, explicitly; no implicit reconciliation (its answers for every
+    // task the master has could overflow the stream again).
+    assert_eq!(reconciles.len(), 1, "{reconciles:?}");
+    assert_eq!(reconciles[0].len(), 2);
+}

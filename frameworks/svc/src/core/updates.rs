@@ -56,6 +56,15 @@ impl SvcCore {
 
         if agora_proto::is_terminal(state) {
             let killed_by_us = instance.kill.is_some();
+            tracing::debug!(
+                task_id = %status.task_id,
+                state = state.as_str_name(),
+                reason = status.reason().as_str_name(),
+                source = status.source().as_str_name(),
+                previous = previous_state.as_str(),
+                killed_by_us,
+                "terminal update"
+            );
             let ran_for = instance.started_at.map(|started| now - started);
             let exit = status
                 .exit_code
