@@ -3,16 +3,15 @@
 //! its commands in order (store writes before the launches that depend on them).
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use agora_proto::TaskId;
 use agora_proto::v1;
 use agora_sdk::{DriverConfig, DriverEvent, EventStream, SchedulerDriver, SdkError};
+use futures::FutureExt as _;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -270,15 +269,6 @@ const EVENTS_PER_BATCH: usize = 1024;
 /// Acknowledgements sent concurrently at most.
 const ACKS_IN_FLIGHT: usize = 256;
 
-/// The next driver event if one is already waiting, without waiting for one.
-fn ready_event(events: &mut EventStream) -> Option<DriverEvent> {
-    let mut next = std::pin::pin!(events.next());
-    match next.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(event) => event,
-        Poll::Pending => None,
-    }
-}
-
 impl Actor {
     async fn run(
         mut self,
@@ -332,7 +322,8 @@ impl Actor {
             ended = self.apply_event(event);
             applied += 1;
             next = if applied < EVENTS_PER_BATCH && ended.is_ok() {
-                ready_event(events)
+                // The next event only if it is already waiting.
+                events.next().now_or_never().flatten()
             } else {
                 None
             };
