@@ -68,7 +68,19 @@ impl Master {
         }
     }
 
+    /// Sends a status update to the framework. One the master made itself (no uuid: no agent
+    /// resends it) is kept for a framework without a subscription and delivered when it
+    /// subscribes again, so a LOST, a held kill's answer or an adopted task is never missed.
     pub(super) fn send_update(&mut self, framework_id: &FrameworkId, status: v1::TaskStatus) {
+        if status.uuid.is_empty()
+            && let Some(framework) = self.frameworks.get_mut(framework_id)
+            && framework.conn().is_none()
+        {
+            framework
+                .unannounced
+                .insert(TaskId::new(status.task_id.clone()), status);
+            return;
+        }
         self.send_to_framework(
             framework_id,
             v1::event::Event::Update(v1::Update {

@@ -234,6 +234,7 @@ impl Master {
         }
         self.agent_join_pool(&agent_id);
         info!(agent_id = %agent_id, tasks = reregister.tasks.len(), "agent re-registered");
+        self.settle_held(now, &agent_id);
         self.schedule_allocation(now.instant);
         Ok(agent_id)
     }
@@ -282,7 +283,13 @@ impl Master {
             status: status.clone(),
         };
         self.track_task(task, &reported.resources);
-        if previous_state.is_some_and(|previous| previous != status.state()) {
+        // The framework hears of every task the master did not know in this state: one it
+        // was told was lost or unreachable, and one the master had never seen (after a master
+        // restart). A framework that has no record of it (it was replaced, or killed while
+        // the master could not reach it) kills it; without this it would run forever. No
+        // uuid: the agent resends its own unacknowledged updates.
+        if previous_state != Some(status.state()) {
+            status.uuid.clear();
             self.send_update(&framework_id, status);
         }
     }
@@ -539,5 +546,6 @@ impl Master {
             agent_id: agent_id.to_string(),
             message: "agent unreachable".to_owned(),
         }));
+        self.settle_held(now, agent_id);
     }
 }

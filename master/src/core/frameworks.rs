@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use agora_proto::{FrameworkId, StreamId, v1};
+use agora_proto::{FrameworkId, StreamId, TaskId, v1};
 use tokio::time::Instant;
 
 use super::ConnId;
@@ -44,6 +44,9 @@ pub(crate) struct Framework {
     pub(crate) suppressed: bool,
     /// Resources of its non-terminal tasks on pooled agents plus its outstanding offers.
     pub(crate) allocated: Quantities,
+    /// Updates the master made (no uuid, so nobody resends them) while the framework had no
+    /// subscription, latest per task: delivered when it subscribes again.
+    pub(crate) unannounced: BTreeMap<TaskId, v1::TaskStatus>,
 }
 
 impl Framework {
@@ -145,6 +148,7 @@ mod tests {
             },
             suppressed: false,
             allocated: Quantities::default(),
+            unannounced: BTreeMap::new(),
         }
     }
 

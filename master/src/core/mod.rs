@@ -13,6 +13,7 @@ mod agent_calls;
 mod agents;
 mod allocation;
 mod allocator;
+mod awaiting;
 mod filters;
 mod frameworks;
 mod offers;
@@ -22,6 +23,8 @@ mod tasks;
 mod timers;
 mod view;
 
+#[cfg(test)]
+mod held_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -39,6 +42,7 @@ use rand::rngs::StdRng;
 use tokio::time::Instant;
 
 use agents::AgentBook;
+use awaiting::AwaitingBook;
 use filters::FilterBook;
 use frameworks::FrameworkBook;
 use offers::{OfferBook, OfferIdSource};
@@ -266,6 +270,8 @@ pub struct Master {
     offer_ids: OfferIdSource,
     filters: FilterBook,
     tasks: TaskBook,
+    /// Kills and reconciliation questions waiting for an agent to re-register.
+    awaiting: AwaitingBook,
     /// Sum of the totals of agents in the pool (active or draining).
     cluster_total: allocator::Quantities,
     rng: StdRng,
@@ -279,6 +285,7 @@ impl std::fmt::Debug for Master {
             .field("agents", &self.agents.agents.len())
             .field("frameworks", &self.frameworks.frameworks.len())
             .field("offers", &self.offers.len())
+            .field("held_requests", &self.awaiting.len())
             .finish_non_exhaustive()
     }
 }
@@ -292,6 +299,7 @@ impl Master {
             rng: StdRng::seed_from_u64(config.seed),
             timers: Timers::new(&config, now.instant),
             tasks: TaskBook::new(config.max_completed_tasks),
+            awaiting: AwaitingBook::default(),
             config,
             commands: Vec::new(),
             agents: AgentBook::default(),

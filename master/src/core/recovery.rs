@@ -57,6 +57,7 @@ impl Master {
                 },
                 suppressed: false,
                 allocated: Default::default(),
+                unannounced: Default::default(),
             };
             let timeout = framework.failover_timeout(self.config.max_failover_timeout);
             framework.connection = FrameworkConnection::Disconnected {

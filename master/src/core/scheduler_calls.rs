@@ -98,6 +98,7 @@ impl Master {
                     connection,
                     suppressed: false,
                     allocated: Quantities::default(),
+                    unannounced: BTreeMap::new(),
                 },
             );
         }
@@ -121,8 +122,27 @@ impl Master {
             conn,
             event: v1::event::Event::Subscribed(subscribed.clone()),
         });
+        self.announce_missed_updates(now, &framework_id);
         self.schedule_allocation(now.instant);
         Ok(subscribed)
+    }
+
+    /// Delivers what the master told nobody while the framework was away, as it stands now.
+    fn announce_missed_updates(&mut self, now: Now, framework_id: &FrameworkId) {
+        let Some(framework) = self.frameworks.get_mut(framework_id) else {
+            return;
+        };
+        let missed = std::mem::take(&mut framework.unannounced);
+        if !missed.is_empty() {
+            debug!(framework_id = %framework_id, updates = missed.len(), "delivering updates made while disconnected");
+        }
+        for (task_id, status) in missed {
+            let current = self
+                .tasks
+                .get(framework_id, &task_id)
+                .map(|task| Self::reconciliation_status(now, task));
+            self.send_update(framework_id, current.unwrap_or(status));
+        }
     }
 
     pub(super) fn framework_disconnected_impl(&mut self, now: Now, conn: ConnId) {
@@ -192,6 +212,7 @@ impl Master {
         }
         self.frameworks.frameworks.remove(framework_id);
         self.frameworks.removed.insert(framework_id.clone());
+        self.awaiting.forget_framework(framework_id);
         self.persist(RegistryUpdate::RemoveFramework(framework_id.clone()));
         self.schedule_allocation(now.instant);
         info!(framework_id = %framework_id, reason = why, "framework removed");
@@ -604,7 +625,7 @@ impl Master {
     }
 
     /// The status to answer for a task the master does not know.
-    fn unknown_task_status(
+    pub(super) fn unknown_task_status(
         &self,
         now: Now,
         framework_id: &FrameworkId,
@@ -664,6 +685,11 @@ impl Master {
                     .then_some(task.info.kill_grace_period_seconds)
             });
             let agent_id = task.agent_id.clone();
+            if self.agents.conn_of(&agent_id).is_none() {
+                // Sent now, the kill would be dropped with nobody to receive it.
+                self.hold_kill_for_agent(&agent_id, &framework_id, &task_id, grace);
+                return Ok(());
+            }
             info!(framework_id = %framework_id, task_id = %task_id, agent_id = %agent_id, "killing task");
             self.send_to_agent(
                 &agent_id,
@@ -682,6 +708,21 @@ impl Master {
         }
         let agent_id =
             (!request.agent_id.is_empty()).then(|| AgentId::new(request.agent_id.clone()));
+        if let Some(held_for) = self.held_for_unknown(agent_id.as_ref()) {
+            // Its agent may still re-register with it: kill it then, or answer once that
+            // agent is declared unreachable. Answering TASK_LOST now would make the
+            // framework forget a task that is still running.
+            info!(framework_id = %framework_id, task_id = %task_id, ?held_for, "kill of a task on a recovering agent held");
+            self.awaiting.hold_kill(
+                held_for,
+                framework_id,
+                task_id,
+                super::awaiting::KillAsked {
+                    grace_period_seconds: request.grace_period_seconds,
+                },
+            );
+            return Ok(());
+        }
         let status = self.unknown_task_status(
             now,
             &framework_id,
@@ -740,7 +781,7 @@ impl Master {
     }
 
     /// The latest status of a task, as a reconciliation answer.
-    fn reconciliation_status(now: Now, task: &Task) -> v1::TaskStatus {
+    pub(super) fn reconciliation_status(now: Now, task: &Task) -> v1::TaskStatus {
         let mut status = task.status.clone();
         status.uuid.clear();
         status.reason = TaskReason::ReasonReconciliation as i32;
@@ -774,11 +815,6 @@ impl Master {
                 }
             }
         } else {
-            let any_recovering = self
-                .agents
-                .agents
-                .values()
-                .any(|agent| agent.status == AgentStatus::Recovering);
             for listed in &request.tasks {
                 let task_id = TaskId::new(listed.task_id.clone());
                 let known = self
@@ -791,15 +827,11 @@ impl Master {
                 }
                 let agent_id =
                     (!listed.agent_id.is_empty()).then(|| AgentId::new(listed.agent_id.clone()));
-                let recovering = match &agent_id {
-                    Some(agent_id) => self
-                        .agents
-                        .get(agent_id)
-                        .is_some_and(|agent| agent.status == AgentStatus::Recovering),
-                    None => any_recovering,
-                };
-                if recovering {
-                    // Its agent may still re-register with it: answer once it has.
+                if let Some(held_for) = self.held_for_unknown(agent_id.as_ref()) {
+                    // Its agent may still re-register with it: answer once it has, or once
+                    // it is declared unreachable.
+                    self.awaiting
+                        .hold_question(held_for, framework_id.clone(), task_id);
                     continue;
                 }
                 answers.push(self.unknown_task_status(
