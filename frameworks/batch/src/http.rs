@@ -319,6 +319,11 @@ pub fn render_metrics(core: &BatchCore) -> String {
             counters.attempts_not_started,
         ),
         (
+            "agora_batch_attempts_lost_total",
+            "Attempts lost with their agent and replaced.",
+            counters.attempts_lost,
+        ),
+        (
             "agora_batch_schedule_fires_total",
             "Runs created by schedules.",
             counters.schedule_fires,

@@ -21,6 +21,7 @@ fn instance(task_id: &str) -> Instance {
         started_at: Some(2.0),
         kill: None,
         message: String::new(),
+        unconfirmed_since: None,
     }
 }
 

@@ -143,6 +143,8 @@ pub struct CoreMetrics {
     pub attempts_failed: u64,
     /// Attempts that never ran.
     pub attempts_not_started: u64,
+    /// Attempts lost with their agent (replaced without counting a retry).
+    pub attempts_lost: u64,
     /// Runs created by the schedule.
     pub schedule_fires: u64,
     /// Schedule fires skipped: FORBID with a run active, or past startingDeadlineSeconds.

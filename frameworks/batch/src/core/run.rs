@@ -95,6 +95,13 @@ impl fmt::Display for RunPhase {
 /// `Launching` (persisted, accept sent or about to be) -> `Staging` -> `Running` -> a final
 /// state. `NotStarted` is final for attempts the master never ran (dropped offer, lost during
 /// a failover before launch): they do not count against `retries`.
+///
+/// `Lost` is the one final state that can still change: the attempt's agent was cut off
+/// and the attempt replaced (without counting a retry, as Nomad replaces lost allocations),
+/// but the agent may come back. What it then reports is news: `TASK_FINISHED` makes the
+/// attempt `Succeeded` and counts it (once: `Succeeded` is final), `TASK_FAILED` makes it
+/// `Failed` and counts that, and a copy still running is killed, since its replacement took
+/// its place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AttemptState {
@@ -110,7 +117,7 @@ pub enum AttemptState {
     Failed,
     /// Killed (by us when the run ended, or by someone else: that counts as a failure).
     Killed,
-    /// Lost with its agent after it had started.
+    /// Lost with its agent after it had started; replaced. Its agent may still report it.
     Lost,
     /// Never ran; launched again without counting a retry.
     NotStarted,
@@ -151,6 +158,11 @@ pub enum AttemptOutcome {
     NotStarted,
     /// It ended because we killed it.
     KilledByUs,
+    /// Its agent is gone: replaced at once, without counting against `retries`.
+    Lost,
+    /// A lost attempt is running again (its agent came back): it must be killed, its
+    /// replacement has taken its place.
+    Returned,
 }
 
 /// One task of a run.
@@ -218,6 +230,9 @@ impl Attempt {
         message: &str,
         now: Timestamp,
     ) -> Result<AttemptOutcome, IllegalTransition> {
+        if self.state == AttemptState::Lost {
+            return self.observe_after_lost(state, exit_code, message, now);
+        }
         if self.state.is_finished() {
             return Err(IllegalTransition {
                 task_id: self.task_id.clone(),
@@ -258,12 +273,62 @@ impl Attempt {
                 if never_started || self.kill_requested {
                     (AttemptState::NotStarted, AttemptOutcome::NotStarted)
                 } else {
-                    (AttemptState::Lost, AttemptOutcome::Failed)
+                    (AttemptState::Lost, AttemptOutcome::Lost)
                 }
             }
         };
         self.state = next;
         if next.is_finished() {
+            self.finished_at = Some(now);
+            self.exit_code = exit_code;
+        }
+        Ok(outcome)
+    }
+
+    /// What a lost attempt's agent reports when it comes back (see [`AttemptState`]).
+    fn observe_after_lost(
+        &mut self,
+        state: TaskState,
+        exit_code: Option<i32>,
+        message: &str,
+        now: Timestamp,
+    ) -> Result<AttemptOutcome, IllegalTransition> {
+        let (next, outcome) = match state {
+            TaskState::TaskStaging
+            | TaskState::TaskStarting
+            | TaskState::TaskRunning
+            | TaskState::TaskKilling => {
+                // Killed again on every report while it runs: a kill is idempotent, and
+                // one that went nowhere is sent again this way.
+                self.kill_requested = true;
+                (AttemptState::Lost, AttemptOutcome::Returned)
+            }
+            TaskState::TaskFinished => (AttemptState::Succeeded, AttemptOutcome::Succeeded),
+            TaskState::TaskFailed | TaskState::TaskError => {
+                (AttemptState::Failed, AttemptOutcome::Failed)
+            }
+            TaskState::TaskKilled if self.kill_requested => {
+                (AttemptState::Killed, AttemptOutcome::KilledByUs)
+            }
+            TaskState::TaskKilled => (AttemptState::Killed, AttemptOutcome::Failed),
+            TaskState::TaskLost
+            | TaskState::TaskDropped
+            | TaskState::TaskGone
+            | TaskState::TaskUnknown
+            | TaskState::TaskUnreachable
+            | TaskState::Unspecified => {
+                return Err(IllegalTransition {
+                    task_id: self.task_id.clone(),
+                    from: self.state,
+                    to: state,
+                });
+            }
+        };
+        if !message.is_empty() {
+            self.message = message.to_owned();
+        }
+        if next != AttemptState::Lost {
+            self.state = next;
             self.finished_at = Some(now);
             self.exit_code = exit_code;
         }

@@ -528,6 +528,12 @@ proptest! {
                 r#"{{"id":"p","run":{{"cmd":"x","cpus":0.1,"mem":1}},"completions":{completions},"parallelism":{parallelism},"retries":{retries},"backoffSeconds":0.01,"maxBackoffSeconds":0.01}}"#
             ))
             .expect("run");
+        // Attempts that are only ever dropped would keep the run active forever (until its
+        // deadline): the cycle always holds one outcome that ends an attempt.
+        let mut outcomes = outcomes;
+        if outcomes.iter().all(|outcome| matches!(outcome, Outcome::Lose)) {
+            outcomes.push(Outcome::Succeed);
+        }
         let mut outcomes = outcomes.into_iter().cycle();
         let mut counted_failures = 0u32;
         let mut successes = 0u32;
@@ -600,4 +606,64 @@ proptest! {
                 + stored.attempts.iter().filter(|a| !a.state.is_finished() || a.state == AttemptState::Killed).count()
         );
     }
+}
+
+fn kills_in(commands: &[Command]) -> Vec<String> {
+    commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::Kill { task_id, .. } => Some(task_id.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn attempts_that_come_back_after_their_agent_was_lost_are_counted_once_or_killed() {
+    let mut harness = Harness::new("2026-01-01T00:00:00Z");
+    let run = harness
+        .submit(r#"{"id":"crunch","run":{"cmd":"true","cpus":1,"mem":64},"completions":3,"parallelism":3,"retries":0}"#)
+        .expect("run");
+    let first = harness.offer(4.0, 4096.0);
+    assert_eq!(first.len(), 3);
+    for task in &first {
+        harness.update(&task.task_id, TaskState::TaskRunning, None);
+    }
+    // The agent is cut off past the timeout: the master reports every attempt lost. With
+    // retries 0 the run does not fail: a lost attempt is replaced without counting a retry.
+    for task in &first {
+        harness.update(&task.task_id, TaskState::TaskLost, None);
+    }
+    assert_eq!(harness.run(run).phase, RunPhase::Active);
+    assert_eq!(harness.run(run).failures, 0);
+    let replacements = harness.offer(4.0, 4096.0);
+    assert_eq!(replacements.len(), 3, "parallelism 3 again");
+    for task in &replacements {
+        harness.update(&task.task_id, TaskState::TaskRunning, None);
+    }
+
+    // The agent returns: two old attempts finished meanwhile, one still runs.
+    harness.update(&first[0].task_id, TaskState::TaskFinished, Some(0));
+    harness.update(&first[1].task_id, TaskState::TaskFinished, Some(0));
+    // A duplicate of the same late update counts nothing more.
+    harness.update(&first[1].task_id, TaskState::TaskFinished, Some(0));
+    assert_eq!(harness.run(run).succeeded, 2);
+    let commands = harness.update(&first[2].task_id, TaskState::TaskRunning, None);
+    assert_eq!(kills_in(&commands), vec![first[2].task_id.clone()]);
+    harness.update(&first[2].task_id, TaskState::TaskKilled, None);
+
+    // One replacement completes the run; the other two are killed by us, nothing fails.
+    let commands = harness.update(&replacements[0].task_id, TaskState::TaskFinished, Some(0));
+    let mut killed = kills_in(&commands);
+    killed.sort();
+    let mut expected = vec![
+        replacements[1].task_id.clone(),
+        replacements[2].task_id.clone(),
+    ];
+    expected.sort();
+    assert_eq!(killed, expected);
+    let stored = harness.run(run);
+    assert_eq!(stored.phase, RunPhase::Succeeded);
+    assert_eq!(stored.succeeded, 3);
+    assert_eq!(stored.failures, 0);
 }

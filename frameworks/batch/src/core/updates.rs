@@ -53,7 +53,8 @@ impl BatchCore {
             };
         let attempt = &run.attempts[index];
         let still_unfinished = !attempt.state.is_finished();
-        let must_die = still_unfinished && (attempt.kill_requested || run.phase.is_finished());
+        let must_die = outcome == AttemptOutcome::Returned
+            || (still_unfinished && (attempt.kill_requested || run.phase.is_finished()));
         let kill_target = (attempt.task_id.clone(), attempt.agent_id.clone());
         let exit_code = attempt.exit_code;
         let message = attempt.message.clone();
@@ -109,6 +110,16 @@ impl BatchCore {
                     }
                 }
                 AttemptOutcome::NotStarted => self.metrics.attempts_not_started += 1,
+                AttemptOutcome::Lost => {
+                    self.metrics.attempts_lost += 1;
+                    run.message = format!(
+                        "attempt {} lost with agent {}: replaced without counting a retry",
+                        kill_target.0, kill_target.1
+                    );
+                }
+                AttemptOutcome::Returned => {
+                    tracing::info!(task_id = %kill_target.0, agent_id = %kill_target.1, "a lost attempt is running again: killing it, its replacement took its place");
+                }
                 AttemptOutcome::Progress | AttemptOutcome::KilledByUs => {}
             }
         }

@@ -326,6 +326,22 @@ impl SvcCore {
                 .push(StoreWrite::FrameworkId(framework_id.to_owned()));
         }
         self.subscribed = true;
+        // Every instance is unconfirmed until the master answers for it (it holds the answer
+        // while the instance's agent has not re-registered after a master restart), and
+        // every kill that was asked for goes out again now, not at its next retry: one sent
+        // while the subscription was down went nowhere.
+        let mut kills = Vec::new();
+        for instance in self.instances.values_mut().flat_map(BTreeMap::values_mut) {
+            instance.unconfirmed_since = Some(now);
+            if let Some(request) = instance.kill.as_mut() {
+                request.sent_at = now;
+                kills.push(Command::Kill {
+                    task_id: TaskId::new(instance.task_id.clone()),
+                    agent_id: AgentId::new(instance.agent_id.clone()),
+                });
+            }
+        }
+        self.outbox.extend(kills);
         // Known instances are reconciled a chunk per tick: the master queues every answer on
         // the framework's stream at once, and 100,000 of them (twice, with the implicit
         // reconciliation) overflowed its buffer, so the master dropped the stream, the driver

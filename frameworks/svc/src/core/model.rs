@@ -164,6 +164,12 @@ pub struct Instance {
     /// Last message from the agent or master.
     #[serde(default)]
     pub message: String,
+    /// Set when the daemon (re-)subscribed and asked the master for this instance's state,
+    /// until the answer comes. The master holds its answer while the instance's agent has not
+    /// re-registered after a master restart, so an instance that stays unconfirmed may be
+    /// gone: it is not shown as running meanwhile. Not stored: every subscription asks again.
+    #[serde(skip)]
+    pub unconfirmed_since: Option<f64>,
 }
 
 /// A kill the daemon asked for, and when (to resend it if nothing happens).

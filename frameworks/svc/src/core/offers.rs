@@ -292,6 +292,7 @@ impl SvcCore {
                         started_at: None,
                         kill: None,
                         message: String::new(),
+                        unconfirmed_since: None,
                     };
                     if let Some(candidate) = candidates.get_mut(index) {
                         candidate.free = offer.remaining().clone();

@@ -495,6 +495,7 @@ fn instance(index: usize, version: &str, ready: bool) -> Instance {
         started_at: ready.then_some(index as f64),
         kill: None,
         message: String::new(),
+        unconfirmed_since: None,
     }
 }
 
@@ -584,4 +585,67 @@ fn a_reconnect_reconciles_known_instances_only() {
     // task the master has could overflow the stream again).
     assert_eq!(reconciles.len(), 1, "{reconciles:?}");
     assert_eq!(reconciles[0].len(), 2);
+}
+
+#[test]
+fn a_kill_asked_for_while_disconnected_goes_out_as_soon_as_the_subscription_is_back() {
+    let mut core = subscribed_core();
+    let mut definition =
+        app(r#"{"id":"/web","cmd":"sleep 1000","cpus":0.5,"mem":32,"instances":3}"#);
+    core.create_app(definition.clone(), T0).expect("created");
+    core.on_offers(offers(1), T0);
+    let tasks = launched(&core.take_commands());
+    run_all(&mut core, &tasks, T0 + 1.0);
+    core.take_commands();
+    core.on_disconnected();
+    definition.instances = 1;
+    core.put_app(definition, false, T0 + 2.0).expect("scaled");
+    let first = killed(&core.take_commands());
+    assert_eq!(first.len(), 2);
+    // Back one second later, long before the 30 s retry: the same kills go out again.
+    core.on_subscribed("fw", T0 + 3.0);
+    let mut again = killed(&core.take_commands());
+    again.sort();
+    let mut expected = first;
+    expected.sort();
+    assert_eq!(again, expected);
+}
+
+#[test]
+fn an_instance_the_master_has_not_confirmed_since_subscribing_is_not_shown_running() {
+    let mut core = subscribed_core();
+    core.create_app(
+        app(r#"{"id":"/web","cmd":"sleep 1000","cpus":0.5,"mem":32,"instances":2}"#),
+        T0,
+    )
+    .expect("created");
+    core.on_offers(offers(1), T0);
+    let tasks = launched(&core.take_commands());
+    run_all(&mut core, &tasks, T0 + 1.0);
+    let running = |core: &SvcCore| {
+        core.app_detail_json("/web").expect("app")["app"]["tasksRunning"]
+            .as_u64()
+            .unwrap_or(u64::MAX)
+    };
+    assert_eq!(running(&core), 2);
+
+    // The master restarted: the daemon subscribes again and asks; one instance's agent
+    // has re-registered and is answered, the other's has not.
+    core.on_disconnected();
+    core.on_subscribed("fw", T0 + 10.0);
+    core.take_commands();
+    assert_eq!(running(&core), 0, "nothing confirmed yet");
+    core.on_update(&status(&tasks[0], TaskState::TaskRunning, None), T0 + 11.0);
+    assert_eq!(running(&core), 1);
+    let listed = core.tasks_json("/web").expect("tasks");
+    let states: Vec<&str> = listed["tasks"]
+        .as_array()
+        .map(|tasks| tasks.iter().filter_map(|t| t["state"].as_str()).collect())
+        .unwrap_or_default();
+    let mut states = states;
+    states.sort_unstable();
+    assert_eq!(states, vec!["TASK_RUNNING", "TASK_UNKNOWN"]);
+    // Nothing is replaced meanwhile: it may well come back.
+    core.on_offers(offers(1), T0 + 12.0);
+    assert!(launched(&core.take_commands()).is_empty());
 }

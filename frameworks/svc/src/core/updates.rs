@@ -48,6 +48,7 @@ impl SvcCore {
         };
         let app_id = instance.app_id.clone();
         let task_id = instance.task_id.clone();
+        let was_unconfirmed = instance.unconfirmed_since.take().is_some();
         if !status.message.is_empty() {
             instance.message = status.message.clone();
         }
@@ -143,7 +144,7 @@ impl SvcCore {
         }
         let came_back =
             previous_state == InstanceState::Unreachable && new_state != InstanceState::Unreachable;
-        let changed = new_state != previous_state || healthy != previous_health;
+        let changed = new_state != previous_state || healthy != previous_health || was_unconfirmed;
         let has_checks = self
             .apps
             .get(&app_id)

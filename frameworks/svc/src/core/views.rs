@@ -78,7 +78,8 @@ impl SvcCore {
                 .filter(|instance| predicate(instance))
                 .count()
         };
-        let running = count(&|i| i.state == InstanceState::Running);
+        let running =
+            count(&|i| i.state == InstanceState::Running && i.unconfirmed_since.is_none());
         let staged =
             count(&|i| matches!(i.state, InstanceState::Staging | InstanceState::Starting));
         let healthy = count(&|i| has_checks && i.healthy == Some(true));
@@ -277,20 +278,34 @@ impl SvcCore {
 }
 
 fn instance_json(instance: &Instance) -> Value {
+    // An instance the master has not confirmed since the last subscription is not shown as
+    // running: its agent has not been heard from since the master restarted.
+    let (state, message) = match instance.unconfirmed_since {
+        Some(since) => (
+            "TASK_UNKNOWN",
+            format!(
+                "not confirmed since {}: the master is waiting for agent {} to re-register (last known {})",
+                rfc3339_millis(since),
+                instance.agent_id,
+                instance.state.as_str()
+            ),
+        ),
+        None => (instance.state.as_str(), instance.message.clone()),
+    };
     json!({
         "id": instance.task_id,
         "appId": instance.app_id,
         "host": instance.host,
         "agentId": instance.agent_id,
         "ports": instance.ports,
-        "state": instance.state.as_str(),
+        "state": state,
         "healthy": instance.healthy,
         "healthCheckResults": instance.healthy.map(|alive| vec![json!({ "alive": alive })]).unwrap_or_default(),
         "stagedAt": rfc3339_millis(instance.staged_at),
         "startedAt": instance.started_at.map(rfc3339_millis),
         "version": instance.config_version,
         "killing": instance.kill.map(|kill| kill.reason.as_str()),
-        "message": instance.message,
+        "message": message,
     })
 }
 
