@@ -134,7 +134,10 @@ pub async fn probe(check: &HealthCheck, target: &ProbeTarget, timeout: Duration)
                 None => false,
             },
             HealthCheckProtocol::Tcp => match port {
-                Some(port) => TcpStream::connect(("127.0.0.1", port as u16)).await.is_ok(),
+                Some(port) => match u16::try_from(port) {
+                    Ok(port) => TcpStream::connect(("127.0.0.1", port)).await.is_ok(),
+                    Err(_) => false,
+                },
                 None => false,
             },
             HealthCheckProtocol::Command => matches!(

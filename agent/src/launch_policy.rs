@@ -94,6 +94,12 @@ fn validate_durations(task: &TaskInfo) -> Result<(), LaunchRefusal> {
             checked_seconds(value, MAX_HEALTH_CHECK_SECONDS)
                 .map_err(|error| LaunchRefusal::new(field, error.to_string()))?;
         }
+        if u16::try_from(check.port).is_err() {
+            return Err(LaunchRefusal::new(
+                "health_check.port",
+                format!("{} is not a TCP port (1 to 65535)", check.port),
+            ));
+        }
     }
     Ok(())
 }
@@ -283,6 +289,14 @@ mod tests {
             };
             assert_eq!(refusal(&checked, &policy).field, field, "{value}");
         }
+        let bad_port = TaskInfo {
+            health_check: Some(HealthCheck {
+                port: 65_536 + 80,
+                ..Default::default()
+            }),
+            ..task(0.1, 32.0)
+        };
+        assert_eq!(refusal(&bad_port, &policy).field, "health_check.port");
         let timeout = TaskInfo {
             health_check: Some(HealthCheck {
                 timeout_seconds: f64::INFINITY,
