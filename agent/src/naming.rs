@@ -275,5 +275,16 @@ mod tests {
             prop_assert!(name_a != "." && name_a != ".." && !name_a.contains('/'));
             prop_assert_eq!(name_a == name_b, (framework_a, task_a) == (framework_b, task_b));
         }
+
+        #[test]
+        fn long_and_short_names_never_collide_and_stay_valid(
+            framework in "[a-z/_]{1,8}", task_a in "[a-z/_]{100,140}", task_b in "[a-z/_]{1,140}",
+        ) {
+            let name_a = task_name(&key(&framework, &task_a));
+            let name_b = task_name(&key(&framework, &task_b));
+            prop_assert!(name_a.len() <= MAX_NAME_LEN);
+            prop_assert!(is_docker_name(&name_a), "{}", name_a);
+            prop_assert_eq!(name_a == name_b, task_a == task_b);
+        }
     }
 }
