@@ -16,11 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{CheckpointStore, TaskCheckpoint};
 use crate::config::AgentConfig;
+use crate::durations::{MAX_KILL_GRACE, clamped_seconds};
 use crate::error::RuntimeError;
 use crate::health::{HealthPolicy, HealthTracker, ProbeTarget, probe};
+use crate::launch_policy::{LaunchPolicy, validate_launch};
 use crate::runtime::{ContainerHandle, ContainerState, ExitStatus, LaunchSpec, Runtime};
 use crate::snapshot::{AgentMetrics, AgentSnapshot, TaskSnapshot};
 use crate::task_env::{task_environment, task_host_ports};
+use crate::task_key::TaskKey;
 use crate::task_state::TaskPhase;
 use crate::update_stream::{StatusUpdateStream, UpdateRecord};
 
@@ -44,20 +47,20 @@ pub(crate) enum AgentEvent {
     RegistrationMessage(oneshot::Sender<AgentMessage>),
     /// A launch finished.
     Launched {
-        task_id: TaskId,
+        key: TaskKey,
         result: Result<ContainerHandle, RuntimeError>,
     },
     /// Launch progress (image pull).
-    Progress { task_id: TaskId, message: String },
+    Progress { key: TaskKey, message: String },
     /// A container or process ended.
     Exited {
-        task_id: TaskId,
+        key: TaskKey,
         container_id: String,
         exit: ExitStatus,
     },
     /// A health check changed its verdict.
     Health {
-        task_id: TaskId,
+        key: TaskKey,
         container_id: String,
         healthy: bool,
     },
@@ -83,9 +86,9 @@ struct TaskEntry {
 }
 
 impl TaskEntry {
-    fn snapshot(&self, task_id: &TaskId) -> TaskSnapshot {
+    fn snapshot(&self, key: &TaskKey) -> TaskSnapshot {
         TaskSnapshot {
-            task_id: task_id.to_string(),
+            task_id: key.task_id.to_string(),
             framework_id: self.framework_id.to_string(),
             name: self.info.name.clone(),
             state: self.phase.state().as_str_name().to_owned(),
@@ -106,7 +109,8 @@ pub(crate) struct Agent {
     agent_id: Option<AgentId>,
     info: AgentInfo,
     resources: Resources,
-    tasks: BTreeMap<TaskId, TaskEntry>,
+    /// Keyed by (framework id, task id): a task id is unique only within its framework.
+    tasks: BTreeMap<TaskKey, TaskEntry>,
     outbound: Option<mpsc::Sender<AgentMessage>>,
     events: mpsc::Sender<AgentEvent>,
     metrics: AgentMetrics,
@@ -193,15 +197,15 @@ impl Agent {
             AgentEvent::RegistrationMessage(reply) => {
                 let _ = reply.send(self.registration_message());
             }
-            AgentEvent::Launched { task_id, result } => self.on_launched(task_id, result).await,
-            AgentEvent::Progress { task_id, message } => {
-                let still_starting = self.tasks.get(&task_id).is_some_and(|entry| {
+            AgentEvent::Launched { key, result } => self.on_launched(key, result).await,
+            AgentEvent::Progress { key, message } => {
+                let still_starting = self.tasks.get(&key).is_some_and(|entry| {
                     matches!(entry.phase, TaskPhase::Staging | TaskPhase::Starting)
                         && !entry.kill_requested
                 });
                 if still_starting {
                     self.emit(
-                        &task_id,
+                        &key,
                         TaskState::TaskStarting,
                         TaskReason::ReasonUnspecified,
                         message,
@@ -211,15 +215,15 @@ impl Agent {
                 }
             }
             AgentEvent::Exited {
-                task_id,
+                key,
                 container_id,
                 exit,
-            } => self.on_exited(task_id, container_id, exit).await,
+            } => self.on_exited(key, container_id, exit).await,
             AgentEvent::Health {
-                task_id,
+                key,
                 container_id,
                 healthy,
-            } => self.on_health(task_id, container_id, healthy).await,
+            } => self.on_health(key, container_id, healthy).await,
             AgentEvent::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
             }
@@ -244,40 +248,30 @@ impl Agent {
                 }
             }
             master_message::Message::KillTask(kill) => {
+                let key = self.resolve_key(kill.framework_id, kill.task_id);
                 let grace = kill
                     .grace_period_seconds
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                    .map(Duration::from_secs_f64);
-                self.kill(
-                    FrameworkId::new(kill.framework_id),
-                    TaskId::new(kill.task_id),
-                    grace,
-                    TaskReason::ReasonTaskKilled,
-                )
-                .await;
+                    .and_then(|seconds| kill_grace_from_master(&key, seconds));
+                self.kill(key, grace, TaskReason::ReasonTaskKilled).await;
             }
             master_message::Message::AckStatus(ack) => {
-                self.acknowledge(TaskId::new(ack.task_id), ack.uuid).await;
+                let key = self.resolve_key(ack.framework_id, ack.task_id);
+                self.acknowledge(key, ack.uuid).await;
             }
             master_message::Message::ShutdownFramework(shutdown) => {
                 let framework_id = FrameworkId::new(shutdown.framework_id);
-                let owned: Vec<TaskId> = self
+                let owned: Vec<TaskKey> = self
                     .tasks
                     .iter()
-                    .filter(|(_, entry)| {
-                        entry.framework_id == framework_id && !entry.phase.is_terminal()
+                    .filter(|(key, entry)| {
+                        key.framework_id == framework_id && !entry.phase.is_terminal()
                     })
-                    .map(|(task_id, _)| task_id.clone())
+                    .map(|(key, _)| key.clone())
                     .collect();
                 tracing::info!(framework_id = %framework_id, tasks = owned.len(), "shutting down framework");
-                for task_id in owned {
-                    self.kill(
-                        framework_id.clone(),
-                        task_id,
-                        None,
-                        TaskReason::ReasonFrameworkRemoved,
-                    )
-                    .await;
+                for key in owned {
+                    self.kill(key, None, TaskReason::ReasonFrameworkRemoved)
+                        .await;
                 }
             }
             master_message::Message::Heartbeat(_) | master_message::Message::Refused(_) => {}
@@ -293,12 +287,12 @@ impl Agent {
                 let tasks: Vec<AgentTask> = self
                     .tasks
                     .iter()
-                    .map(|(task_id, entry)| AgentTask {
+                    .map(|(key, entry)| AgentTask {
                         framework_id: entry.framework_id.to_string(),
                         task: Some(entry.info.clone()),
                         latest_status: Some(entry.stream.latest().cloned().unwrap_or_else(|| {
                             TaskStatus {
-                                task_id: task_id.to_string(),
+                                task_id: key.task_id.to_string(),
                                 agent_id: agent_id.to_string(),
                                 state: entry.phase.state() as i32,
                                 timestamp: now_seconds(),
@@ -383,7 +377,7 @@ impl Agent {
     /// Records and (when it is the oldest pending one) sends a status update for a task.
     async fn emit(
         &mut self,
-        task_id: &TaskId,
+        key: &TaskKey,
         state: TaskState,
         reason: TaskReason,
         message: String,
@@ -394,18 +388,18 @@ impl Agent {
             .as_ref()
             .map(AgentId::to_string)
             .unwrap_or_default();
-        let Some(entry) = self.tasks.get_mut(task_id) else {
+        let Some(entry) = self.tasks.get_mut(key) else {
             return;
         };
         let next_phase = match entry.phase.transition(state) {
             Ok(phase) => phase,
             Err(error) => {
-                tracing::warn!(task_id = %task_id, %error, "status update not sent");
+                tracing::warn!(task = %key, %error, "status update not sent");
                 return;
             }
         };
         let status = TaskStatus {
-            task_id: task_id.to_string(),
+            task_id: key.task_id.to_string(),
             agent_id,
             state: state as i32,
             reason: reason as i32,
@@ -423,7 +417,7 @@ impl Agent {
             framework_id: entry.framework_id.to_string(),
         };
         if let Err(error) = entry.stream.check(&status) {
-            tracing::warn!(task_id = %task_id, %error, "status update not recorded");
+            tracing::warn!(task = %key, %error, "status update not recorded");
             return;
         }
         entry.phase = next_phase;
@@ -433,15 +427,15 @@ impl Agent {
             TaskState::TaskKilled => self.metrics.tasks_killed += 1,
             _ => {}
         }
-        tracing::info!(task_id = %task_id, state = state.as_str_name(), message = %status.message, "task status");
+        tracing::info!(task_id = %key.task_id, framework_id = %key.framework_id, state = state.as_str_name(), message = %status.message, "task status");
         if let Err(error) = self
             .checkpoint
-            .append_update(task_id, &UpdateRecord::Update(status.clone()))
+            .append_update(key, &UpdateRecord::Update(status.clone()))
             .await
         {
-            tracing::error!(task_id = %task_id, %error, "cannot checkpoint status update");
+            tracing::error!(task = %key, %error, "cannot checkpoint status update");
         }
-        let Some(entry) = self.tasks.get_mut(task_id) else {
+        let Some(entry) = self.tasks.get_mut(key) else {
             return;
         };
         let framework_id = entry.framework_id.clone();
@@ -450,38 +444,78 @@ impl Agent {
         }
     }
 
-    async fn acknowledge(&mut self, task_id: TaskId, uuid: String) {
-        let Some(entry) = self.tasks.get_mut(&task_id) else {
-            tracing::debug!(task_id = %task_id, %uuid, "acknowledgement for an unknown task");
+    /// The key a master message names. The master always sends the framework id; an empty
+    /// one (an older master) is resolved to the only task with that id, if there is exactly one.
+    fn resolve_key(&self, framework_id: String, task_id: String) -> TaskKey {
+        let task_id = TaskId::new(task_id);
+        if !framework_id.is_empty() {
+            return TaskKey::new(FrameworkId::new(framework_id), task_id);
+        }
+        let mut matching = self.tasks.keys().filter(|key| key.task_id == task_id);
+        match (matching.next(), matching.next()) {
+            (Some(only), None) => only.clone(),
+            _ => TaskKey::new(FrameworkId::default(), task_id),
+        }
+    }
+
+    async fn acknowledge(&mut self, key: TaskKey, uuid: String) {
+        let Some(entry) = self.tasks.get_mut(&key) else {
+            tracing::debug!(task = %key, %uuid, "acknowledgement for an unknown task");
             return;
         };
         let next = match entry.stream.acknowledge(&uuid) {
             Ok(next) => next.cloned(),
             Err(error) => {
-                tracing::debug!(task_id = %task_id, %error, "acknowledgement ignored");
+                tracing::debug!(task = %key, %error, "acknowledgement ignored");
                 return;
             }
         };
-        let framework_id = entry.framework_id.clone();
         let complete = entry.stream.is_complete();
         if complete {
-            self.tasks.remove(&task_id);
-            if let Err(error) = self.checkpoint.remove_task(&task_id).await {
-                tracing::error!(task_id = %task_id, %error, "cannot remove task checkpoint");
+            self.tasks.remove(&key);
+            if let Err(error) = self.checkpoint.remove_task(&key).await {
+                tracing::error!(task = %key, %error, "cannot remove task checkpoint");
             }
-            tracing::debug!(task_id = %task_id, "terminal update acknowledged, task forgotten");
+            tracing::debug!(task = %key, "terminal update acknowledged, task forgotten");
             return;
         }
         if let Err(error) = self
             .checkpoint
-            .append_update(&task_id, &UpdateRecord::Ack(uuid))
+            .append_update(&key, &UpdateRecord::Ack(uuid))
             .await
         {
-            tracing::error!(task_id = %task_id, %error, "cannot checkpoint acknowledgement");
+            tracing::error!(task = %key, %error, "cannot checkpoint acknowledgement");
         }
         if let Some(next) = next {
-            self.send_update(&framework_id, next);
+            self.send_update(&key.framework_id, next);
         }
+    }
+
+    /// Sends a status update that is not part of any task's stream (no uuid, not
+    /// checkpointed, never resent): the answer to a launch or kill the agent cannot act on.
+    fn send_one_shot(
+        &mut self,
+        key: &TaskKey,
+        state: TaskState,
+        reason: TaskReason,
+        message: String,
+    ) {
+        let status = TaskStatus {
+            task_id: key.task_id.to_string(),
+            agent_id: self
+                .agent_id
+                .as_ref()
+                .map(AgentId::to_string)
+                .unwrap_or_default(),
+            state: state as i32,
+            reason: reason as i32,
+            message,
+            timestamp: now_seconds(),
+            source: StatusSource::SourceAgent as i32,
+            framework_id: key.framework_id.to_string(),
+            ..Default::default()
+        };
+        self.send_update(&key.framework_id, status);
     }
 
     async fn launch(&mut self, framework_id: FrameworkId, task: TaskInfo) {
@@ -490,8 +524,41 @@ impl Agent {
             tracing::warn!(framework_id = %framework_id, "launch of a task without task_id ignored");
             return;
         }
-        if self.tasks.contains_key(&task_id) {
-            tracing::warn!(task_id = %task_id, "launch of a task this agent already has ignored");
+        let key = TaskKey::new(framework_id.clone(), task_id.clone());
+        if let Some(existing) = self.tasks.get(&key) {
+            // Never replace a task the agent still tracks: its container, update stream and
+            // checkpoint are keyed by this very pair. The refusal is a one-shot update, so the
+            // existing task's stream is untouched.
+            let (state, message) = if existing.phase.is_terminal() {
+                (
+                    TaskState::TaskDropped,
+                    format!(
+                        "task {task_id} of framework {framework_id} ended on this agent and its terminal update is not acknowledged yet; launch refused, try again later"
+                    ),
+                )
+            } else {
+                (
+                    TaskState::TaskError,
+                    format!(
+                        "task {task_id} of framework {framework_id} is already {} on this agent; a duplicate launch is refused",
+                        existing.phase.state().as_str_name()
+                    ),
+                )
+            };
+            tracing::warn!(task = %key, state = state.as_str_name(), "duplicate launch refused");
+            self.metrics.launch_failures += 1;
+            self.send_one_shot(&key, state, TaskReason::ReasonTaskInvalid, message);
+            return;
+        }
+        if let Err(refusal) = validate_launch(&task, &self.launch_policy()) {
+            tracing::warn!(task = %key, %refusal, "launch refused");
+            self.metrics.launch_failures += 1;
+            self.send_one_shot(
+                &key,
+                TaskState::TaskError,
+                TaskReason::ReasonTaskInvalid,
+                refusal.to_string(),
+            );
             return;
         }
         self.metrics.launches += 1;
@@ -501,7 +568,7 @@ impl Agent {
         let ports = host_ports.clone().unwrap_or_default();
         let env = task_environment(&task, &ports, &self.config.hostname);
         self.tasks.insert(
-            task_id.clone(),
+            key.clone(),
             TaskEntry {
                 framework_id: framework_id.clone(),
                 info: task.clone(),
@@ -518,13 +585,13 @@ impl Agent {
                 health_check: None,
             },
         );
-        if let Err(error) = self.checkpoint.save_task(&task_id, &checkpoint).await {
-            tracing::error!(task_id = %task_id, %error, "cannot checkpoint task");
+        if let Err(error) = self.checkpoint.save_task(&key, &checkpoint).await {
+            tracing::error!(task = %key, %error, "cannot checkpoint task");
         }
         if let Err(error) = host_ports {
             self.metrics.launch_failures += 1;
             self.emit(
-                &task_id,
+                &key,
                 TaskState::TaskFailed,
                 TaskReason::ReasonTaskInvalid,
                 error.to_string(),
@@ -535,18 +602,18 @@ impl Agent {
         }
         tracing::info!(task_id = %task_id, framework_id = %framework_id, runtime = self.runtime.kind().as_str(), "launching task");
         self.emit(
-            &task_id,
+            &key,
             TaskState::TaskStarting,
             TaskReason::ReasonUnspecified,
             "launching".to_owned(),
             None,
         )
         .await;
-        if let Some(entry) = self.tasks.get_mut(&task_id) {
+        if let Some(entry) = self.tasks.get_mut(&key) {
             entry.launching = true;
         }
         let spec = LaunchSpec {
-            task_id: task_id.clone(),
+            task_id,
             framework_id,
             agent_id: self.agent_id.clone().unwrap_or_default(),
             task,
@@ -558,24 +625,28 @@ impl Agent {
         let events = self.events.clone();
         tokio::spawn(async move {
             let progress_events = events.clone();
-            let progress_task = task_id.clone();
+            let progress_key = key.clone();
             let progress = move |message: String| {
                 let _ = progress_events.try_send(AgentEvent::Progress {
-                    task_id: progress_task.clone(),
+                    key: progress_key.clone(),
                     message,
                 });
             };
             let result = runtime.launch(&spec, &progress).await;
-            let _ = events.send(AgentEvent::Launched { task_id, result }).await;
+            let _ = events.send(AgentEvent::Launched { key, result }).await;
         });
     }
 
-    async fn on_launched(
-        &mut self,
-        task_id: TaskId,
-        result: Result<ContainerHandle, RuntimeError>,
-    ) {
-        let Some(entry) = self.tasks.get_mut(&task_id) else {
+    fn launch_policy(&self) -> LaunchPolicy {
+        LaunchPolicy {
+            runtime: self.runtime.kind(),
+            allow_privileged: self.config.allow_privileged,
+            allowed_host_paths: self.config.allowed_host_paths.clone(),
+        }
+    }
+
+    async fn on_launched(&mut self, key: TaskKey, result: Result<ContainerHandle, RuntimeError>) {
+        let Some(entry) = self.tasks.get_mut(&key) else {
             return;
         };
         entry.launching = false;
@@ -586,24 +657,24 @@ impl Agent {
                 entry.checkpoint.pid = handle.pid;
                 let checkpoint = entry.checkpoint.clone();
                 let kill_requested = entry.kill_requested;
-                let grace = self.kill_grace(&task_id);
-                if let Err(error) = self.checkpoint.save_task(&task_id, &checkpoint).await {
-                    tracing::error!(task_id = %task_id, %error, "cannot checkpoint container id");
+                let grace = self.kill_grace(&key);
+                if let Err(error) = self.checkpoint.save_task(&key, &checkpoint).await {
+                    tracing::error!(task = %key, %error, "cannot checkpoint container id");
                 }
-                self.watch_exit(&task_id, handle.clone());
+                self.watch_exit(&key, handle.clone());
                 if kill_requested {
-                    self.spawn_kill(&task_id, handle, grace);
+                    self.spawn_kill(&key, handle, grace);
                     return;
                 }
                 self.emit(
-                    &task_id,
+                    &key,
                     TaskState::TaskRunning,
                     TaskReason::ReasonUnspecified,
                     format!("running in {}", short_id(&handle.container_id)),
                     None,
                 )
                 .await;
-                self.start_health_check(&task_id);
+                self.start_health_check(&key);
             }
             Err(error) => {
                 self.metrics.launch_failures += 1;
@@ -626,22 +697,22 @@ impl Agent {
                         ),
                     }
                 };
-                tracing::warn!(task_id = %task_id, %error, "launch failed");
-                self.emit(&task_id, state, reason, error.to_string(), None)
+                tracing::warn!(task = %key, %error, "launch failed");
+                self.emit(&key, state, reason, error.to_string(), None)
                     .await;
             }
         }
     }
 
-    fn watch_exit(&self, task_id: &TaskId, handle: ContainerHandle) {
+    fn watch_exit(&self, key: &TaskKey, handle: ContainerHandle) {
         let runtime = Arc::clone(&self.runtime);
         let events = self.events.clone();
-        let task_id = task_id.clone();
+        let key = key.clone();
         tokio::spawn(async move {
             let exit = runtime.wait(&handle).await;
             let _ = events
                 .send(AgentEvent::Exited {
-                    task_id,
+                    key,
                     container_id: handle.container_id,
                     exit,
                 })
@@ -649,55 +720,41 @@ impl Agent {
         });
     }
 
-    fn kill_grace(&self, task_id: &TaskId) -> Duration {
-        let Some(entry) = self.tasks.get(task_id) else {
+    fn kill_grace(&self, key: &TaskKey) -> Duration {
+        let Some(entry) = self.tasks.get(key) else {
             return self.config.default_kill_grace;
         };
         entry.kill_grace.unwrap_or_else(|| {
+            // Validated at launch, but a task recovered from an older agent's checkpoint was
+            // not: clamp rather than panic.
             let seconds = entry.info.kill_grace_period_seconds;
             if seconds.is_finite() && seconds > 0.0 {
-                Duration::from_secs_f64(seconds)
+                clamped_seconds(seconds, MAX_KILL_GRACE).unwrap_or(self.config.default_kill_grace)
             } else {
                 self.config.default_kill_grace
             }
         })
     }
 
-    fn spawn_kill(&self, task_id: &TaskId, handle: ContainerHandle, grace: Duration) {
+    fn spawn_kill(&self, key: &TaskKey, handle: ContainerHandle, grace: Duration) {
         let runtime = Arc::clone(&self.runtime);
-        let task_id = task_id.clone();
+        let key = key.clone();
         tokio::spawn(async move {
             if let Err(error) = runtime.kill(&handle, grace).await {
-                tracing::warn!(task_id = %task_id, %error, "kill failed");
+                tracing::warn!(task = %key, %error, "kill failed");
             }
         });
     }
 
-    async fn kill(
-        &mut self,
-        framework_id: FrameworkId,
-        task_id: TaskId,
-        grace: Option<Duration>,
-        reason: TaskReason,
-    ) {
-        let Some(entry) = self.tasks.get_mut(&task_id) else {
-            tracing::info!(task_id = %task_id, framework_id = %framework_id, "kill of an unknown task: reporting it lost");
-            let status = TaskStatus {
-                task_id: task_id.to_string(),
-                agent_id: self
-                    .agent_id
-                    .as_ref()
-                    .map(AgentId::to_string)
-                    .unwrap_or_default(),
-                state: TaskState::TaskLost as i32,
-                reason: TaskReason::ReasonTaskUnknown as i32,
-                message: "the agent does not know this task".to_owned(),
-                timestamp: now_seconds(),
-                source: StatusSource::SourceAgent as i32,
-                framework_id: framework_id.to_string(),
-                ..Default::default()
-            };
-            self.send_update(&framework_id, status);
+    async fn kill(&mut self, key: TaskKey, grace: Option<Duration>, reason: TaskReason) {
+        let Some(entry) = self.tasks.get_mut(&key) else {
+            tracing::info!(task = %key, "kill of an unknown task: reporting it lost");
+            self.send_one_shot(
+                &key,
+                TaskState::TaskLost,
+                TaskReason::ReasonTaskUnknown,
+                "the agent does not know this task".to_owned(),
+            );
             return;
         };
         if entry.phase.is_terminal() || entry.kill_requested {
@@ -710,11 +767,11 @@ impl Agent {
         }
         let handle = entry.handle.clone();
         let launching = entry.launching;
-        let grace = self.kill_grace(&task_id);
+        let grace = self.kill_grace(&key);
         match handle {
             Some(handle) => {
                 self.emit(
-                    &task_id,
+                    &key,
                     TaskState::TaskKilling,
                     reason,
                     format!(
@@ -724,12 +781,12 @@ impl Agent {
                     None,
                 )
                 .await;
-                self.spawn_kill(&task_id, handle, grace);
+                self.spawn_kill(&key, handle, grace);
             }
             // The kill happens when the launch completes.
             None if launching => {
                 self.emit(
-                    &task_id,
+                    &key,
                     TaskState::TaskKilling,
                     reason,
                     "killing once the launch completes".to_owned(),
@@ -739,7 +796,7 @@ impl Agent {
             }
             None => {
                 self.emit(
-                    &task_id,
+                    &key,
                     TaskState::TaskKilled,
                     reason,
                     "killed before it was launched".to_owned(),
@@ -750,8 +807,8 @@ impl Agent {
         }
     }
 
-    async fn on_exited(&mut self, task_id: TaskId, container_id: String, exit: ExitStatus) {
-        let Some(entry) = self.tasks.get_mut(&task_id) else {
+    async fn on_exited(&mut self, key: TaskKey, container_id: String, exit: ExitStatus) {
+        let Some(entry) = self.tasks.get_mut(&key) else {
             return;
         };
         if entry.handle.as_ref().map(|h| h.container_id.as_str()) != Some(container_id.as_str()) {
@@ -783,7 +840,7 @@ impl Agent {
                 exit.message.clone(),
             )
         };
-        self.emit(&task_id, state, reason, message, exit.code).await;
+        self.emit(&key, state, reason, message, exit.code).await;
         if let Some(handle) = handle {
             self.schedule_removal(handle);
         }
@@ -800,11 +857,11 @@ impl Agent {
         });
     }
 
-    fn start_health_check(&mut self, task_id: &TaskId) {
+    fn start_health_check(&mut self, key: &TaskKey) {
         if self.runtime.kind() == crate::config::RuntimeKind::Sim {
             return;
         }
-        let Some(entry) = self.tasks.get_mut(task_id) else {
+        let Some(entry) = self.tasks.get_mut(key) else {
             return;
         };
         let Some(check) = entry.info.health_check.clone() else {
@@ -823,7 +880,7 @@ impl Agent {
             env: entry.env.clone(),
         };
         let events = self.events.clone();
-        let task = task_id.clone();
+        let task = key.clone();
         let join = tokio::spawn(async move {
             let policy = HealthPolicy::from_proto(&check);
             let started = tokio::time::Instant::now();
@@ -833,7 +890,7 @@ impl Agent {
                 let passed = probe(&check, &target, policy.timeout).await;
                 if let Some(healthy) = tracker.observe(started.elapsed(), passed) {
                     let event = AgentEvent::Health {
-                        task_id: task.clone(),
+                        key: task.clone(),
                         container_id: handle.container_id.clone(),
                         healthy,
                     };
@@ -847,8 +904,8 @@ impl Agent {
         entry.health_check = Some(join.abort_handle());
     }
 
-    async fn on_health(&mut self, task_id: TaskId, container_id: String, healthy: bool) {
-        let Some(entry) = self.tasks.get_mut(&task_id) else {
+    async fn on_health(&mut self, key: TaskKey, container_id: String, healthy: bool) {
+        let Some(entry) = self.tasks.get_mut(&key) else {
             return;
         };
         let current =
@@ -863,7 +920,7 @@ impl Agent {
             (TaskReason::ReasonHealthCheckFailed, "health check failed")
         };
         self.emit(
-            &task_id,
+            &key,
             TaskState::TaskRunning,
             reason,
             message.to_owned(),
@@ -896,16 +953,20 @@ impl Agent {
             containers = discovered.len(),
             "recovering tasks"
         );
-        let mut discovered: BTreeMap<TaskId, crate::runtime::DiscoveredContainer> = discovered
+        let mut discovered: BTreeMap<TaskKey, crate::runtime::DiscoveredContainer> = discovered
             .into_iter()
-            .map(|container| (container.task_id.clone(), container))
+            .map(|container| {
+                let key = TaskKey::new(container.framework_id.clone(), container.task_id.clone());
+                (key, container)
+            })
             .collect();
         for task in recovered {
+            let key = task.key();
             let (stream, errors) = StatusUpdateStream::replay(task.task_id.as_str(), task.records);
             for error in errors {
-                tracing::warn!(task_id = %task.task_id, %error, "checkpoint record skipped");
+                tracing::warn!(task = %key, %error, "checkpoint record skipped");
             }
-            let found = discovered.remove(&task.task_id);
+            let found = discovered.remove(&key);
             let mut checkpoint = task.checkpoint;
             let mut handle = checkpoint
                 .container_id
@@ -924,8 +985,8 @@ impl Agent {
                 if let Some(handle) = handle {
                     self.schedule_removal(handle);
                 }
-                if let Err(error) = self.checkpoint.remove_task(&task.task_id).await {
-                    tracing::error!(task_id = %task.task_id, %error, "cannot remove task checkpoint");
+                if let Err(error) = self.checkpoint.remove_task(&key).await {
+                    tracing::error!(task = %key, %error, "cannot remove task checkpoint");
                 }
                 continue;
             }
@@ -938,7 +999,7 @@ impl Agent {
             let healthy = stream.latest().and_then(|status| status.healthy);
             let kill_requested = phase == TaskPhase::Killing;
             self.tasks.insert(
-                task.task_id.clone(),
+                key.clone(),
                 TaskEntry {
                     framework_id: checkpoint.framework_id.clone(),
                     info: task.task,
@@ -961,12 +1022,12 @@ impl Agent {
                 }
                 continue;
             }
-            if let Err(error) = self.checkpoint.save_task(&task.task_id, &checkpoint).await {
-                tracing::error!(task_id = %task.task_id, %error, "cannot checkpoint task");
+            if let Err(error) = self.checkpoint.save_task(&key, &checkpoint).await {
+                tracing::error!(task = %key, %error, "cannot checkpoint task");
             }
             let Some(handle) = handle else {
                 self.emit(
-                    &task.task_id,
+                    &key,
                     TaskState::TaskFailed,
                     TaskReason::ReasonAgentRestarted,
                     "the agent restarted while launching the task".to_owned(),
@@ -979,13 +1040,14 @@ impl Agent {
                 Some(found) => found.state,
                 None => self.runtime.inspect(&handle).await,
             };
-            self.adopt(&task.task_id, handle, state).await;
+            self.adopt(&key, handle, state).await;
         }
         // Containers of this agent without a checkpoint: re-registered so the master can decide.
-        for (task_id, found) in discovered {
+        for (key, found) in discovered {
+            let task_id = &key.task_id;
             match found.state {
                 ContainerState::Running => {
-                    tracing::warn!(task_id = %task_id, container_id = %found.handle.container_id, "adopting a running container without checkpoint");
+                    tracing::warn!(task = %key, container_id = %found.handle.container_id, "adopting a running container without checkpoint");
                     let info = TaskInfo {
                         task_id: task_id.to_string(),
                         name: task_id.to_string(),
@@ -999,11 +1061,11 @@ impl Agent {
                             self.runtime.kind().as_str(),
                         )
                     };
-                    if let Err(error) = self.checkpoint.save_task(&task_id, &checkpoint).await {
-                        tracing::error!(task_id = %task_id, %error, "cannot checkpoint task");
+                    if let Err(error) = self.checkpoint.save_task(&key, &checkpoint).await {
+                        tracing::error!(task = %key, %error, "cannot checkpoint task");
                     }
                     self.tasks.insert(
-                        task_id.clone(),
+                        key.clone(),
                         TaskEntry {
                             framework_id: found.framework_id,
                             info,
@@ -1020,7 +1082,7 @@ impl Agent {
                             health_check: None,
                         },
                     );
-                    self.watch_exit(&task_id, found.handle);
+                    self.watch_exit(&key, found.handle);
                 }
                 ContainerState::Exited(_) | ContainerState::Missing => {
                     self.schedule_removal(found.handle);
@@ -1029,40 +1091,40 @@ impl Agent {
         }
     }
 
-    async fn adopt(&mut self, task_id: &TaskId, handle: ContainerHandle, state: ContainerState) {
+    async fn adopt(&mut self, key: &TaskKey, handle: ContainerHandle, state: ContainerState) {
         match state {
             ContainerState::Running => {
-                tracing::info!(task_id = %task_id, container_id = %handle.container_id, "re-attached to running task");
-                self.watch_exit(task_id, handle.clone());
+                tracing::info!(task = %key, container_id = %handle.container_id, "re-attached to running task");
+                self.watch_exit(key, handle.clone());
                 let killing = self
                     .tasks
-                    .get(task_id)
+                    .get(key)
                     .is_some_and(|entry| entry.kill_requested);
                 if killing {
-                    let grace = self.kill_grace(task_id);
-                    self.spawn_kill(task_id, handle, grace);
+                    let grace = self.kill_grace(key);
+                    self.spawn_kill(key, handle, grace);
                 } else if self
                     .tasks
-                    .get(task_id)
+                    .get(key)
                     .is_some_and(|entry| entry.phase == TaskPhase::Running)
                 {
-                    self.start_health_check(task_id);
+                    self.start_health_check(key);
                 } else {
                     self.emit(
-                        task_id,
+                        key,
                         TaskState::TaskRunning,
                         TaskReason::ReasonUnspecified,
                         "running (recovered after an agent restart)".to_owned(),
                         None,
                     )
                     .await;
-                    self.start_health_check(task_id);
+                    self.start_health_check(key);
                 }
             }
             ContainerState::Exited(exit) => {
                 let killing = self
                     .tasks
-                    .get(task_id)
+                    .get(key)
                     .is_some_and(|entry| entry.kill_requested);
                 let (state, reason) = if killing {
                     (TaskState::TaskKilled, TaskReason::ReasonTaskKilled)
@@ -1077,13 +1139,12 @@ impl Agent {
                         TaskReason::ReasonContainerExitedWhileAgentDown,
                     )
                 };
-                self.emit(task_id, state, reason, exit.message, exit.code)
-                    .await;
+                self.emit(key, state, reason, exit.message, exit.code).await;
                 self.schedule_removal(handle);
             }
             ContainerState::Missing => {
                 self.emit(
-                    task_id,
+                    key,
                     TaskState::TaskFailed,
                     TaskReason::ReasonContainerExitedWhileAgentDown,
                     "the container disappeared while the agent was down".to_owned(),
@@ -1095,19 +1156,19 @@ impl Agent {
     }
 
     async fn kill_all_for_shutdown(&mut self) {
-        let kills: Vec<(TaskId, ContainerHandle)> = self
+        let kills: Vec<(TaskKey, ContainerHandle)> = self
             .tasks
             .iter()
             .filter(|(_, entry)| !entry.phase.is_terminal())
-            .filter_map(|(task_id, entry)| entry.handle.clone().map(|h| (task_id.clone(), h)))
+            .filter_map(|(key, entry)| entry.handle.clone().map(|h| (key.clone(), h)))
             .collect();
         let grace = self.config.default_kill_grace.min(Duration::from_secs(2));
         let runtime = Arc::clone(&self.runtime);
-        let all = kills.into_iter().map(|(task_id, handle)| {
+        let all = kills.into_iter().map(|(key, handle)| {
             let runtime = Arc::clone(&runtime);
             async move {
                 if let Err(error) = runtime.kill(&handle, grace).await {
-                    tracing::warn!(task_id = %task_id, %error, "kill at shutdown failed");
+                    tracing::warn!(task = %key, %error, "kill at shutdown failed");
                 }
             }
         });
@@ -1137,7 +1198,7 @@ impl Agent {
             tasks: self
                 .tasks
                 .iter()
-                .map(|(task_id, entry)| entry.snapshot(task_id))
+                .map(|(key, entry)| entry.snapshot(key))
                 .collect(),
             metrics: self.metrics.clone(),
         }
@@ -1146,4 +1207,44 @@ impl Agent {
 
 fn short_id(container_id: &str) -> &str {
     container_id.get(..12).unwrap_or(container_id)
+}
+
+/// The grace period of a `KillTask`, checked: the master range-checks it, but the agent must
+/// never panic on what it is sent. Above [`MAX_KILL_GRACE`] it is clamped (a kill is never
+/// refused); NaN or negative means "the task's own grace period". Either way with a warning.
+fn kill_grace_from_master(key: &TaskKey, seconds: f64) -> Option<Duration> {
+    if seconds.is_nan() || seconds < 0.0 {
+        tracing::warn!(task = %key, requested_seconds = seconds, "kill grace period is not a non-negative number; using the task's own");
+        return None;
+    }
+    let grace = clamped_seconds(seconds, MAX_KILL_GRACE);
+    if seconds > MAX_KILL_GRACE.as_secs_f64() {
+        tracing::warn!(task = %key, requested_seconds = seconds, used_seconds = MAX_KILL_GRACE.as_secs_f64(), "kill grace period out of range; clamped");
+    }
+    grace
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> TaskKey {
+        TaskKey::new(FrameworkId::new("fw"), TaskId::new("t"))
+    }
+
+    #[test]
+    fn kill_grace_from_the_master_never_panics_and_stays_in_range() {
+        assert_eq!(kill_grace_from_master(&key(), 1e308), Some(MAX_KILL_GRACE));
+        assert_eq!(
+            kill_grace_from_master(&key(), f64::INFINITY),
+            Some(MAX_KILL_GRACE)
+        );
+        assert_eq!(kill_grace_from_master(&key(), f64::NAN), None);
+        assert_eq!(kill_grace_from_master(&key(), -1.0), None);
+        assert_eq!(
+            kill_grace_from_master(&key(), 2.5),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(kill_grace_from_master(&key(), 0.0), Some(Duration::ZERO));
+    }
 }

@@ -1,10 +1,16 @@
 //! The agent's checkpoint under `<work_dir>/meta`: its id and, per task, the task and its
 //! update stream, so that a restarted agent (even after `kill -9`) loses nothing.
 //!
-//! Layout: `meta/agent_id`, `meta/tasks/<task dir>/task.json` (written atomically) and
-//! `meta/tasks/<task dir>/updates.log` (append-only, one record a line: `update <hex of the
-//! prost-encoded TaskStatus>` or `ack <uuid>`, each fsync'd). A torn last line is dropped and
-//! truncated away on recovery.
+//! Layout: `meta/agent_id`, `meta/framework_tasks/<task dir>/task.json` (written atomically)
+//! and `meta/framework_tasks/<task dir>/updates.log` (append-only, one record a line:
+//! `update <hex of the prost-encoded TaskStatus>` or `ack <uuid>`, each fsync'd). The task dir
+//! is the injective name of the (framework id, task id) pair (see [`crate::naming`]): task ids
+//! are unique only within their framework. A torn last line is dropped and truncated away on
+//! recovery.
+//!
+//! Agents before that keyed checkpoints by task id alone, under `meta/tasks/<task dir>`; such
+//! directories are moved into the new layout when the agent starts (their `task.json` names
+//! the framework), so an upgrade-restart loses no running task.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -12,6 +18,9 @@ use std::path::{Path, PathBuf};
 
 use agora_proto::v1::{TaskInfo, TaskStatus};
 use agora_proto::{AgentId, FrameworkId, TaskId};
+
+use crate::naming::task_name;
+use crate::task_key::TaskKey;
 use prost::Message;
 
 use crate::error::AgentError;
@@ -51,6 +60,11 @@ impl TaskCheckpoint {
     }
 }
 
+/// Directory of the checkpoint layout keyed by (framework id, task id).
+const TASKS_DIR: &str = "framework_tasks";
+/// Directory of the older layout keyed by task id alone; migrated on start.
+const LEGACY_TASKS_DIR: &str = "tasks";
+
 /// A task read back from the checkpoint.
 #[derive(Debug, Clone)]
 pub struct RecoveredTask {
@@ -62,6 +76,13 @@ pub struct RecoveredTask {
     pub task: TaskInfo,
     /// Its update records in order.
     pub records: Vec<UpdateRecord>,
+}
+
+impl RecoveredTask {
+    /// The task's (framework id, task id).
+    pub fn key(&self) -> TaskKey {
+        TaskKey::new(self.checkpoint.framework_id.clone(), self.task_id.clone())
+    }
 }
 
 /// The checkpoint directory, or nothing at all when the agent has no work dir.
@@ -79,7 +100,7 @@ impl CheckpointStore {
     /// Opens (and creates) `<work_dir>/meta`.
     pub fn open(work_dir: &Path) -> Result<Self, AgentError> {
         let meta = work_dir.join("meta");
-        fs::create_dir_all(meta.join("tasks")).map_err(|error| AgentError::Checkpoint {
+        fs::create_dir_all(meta.join(TASKS_DIR)).map_err(|error| AgentError::Checkpoint {
             path: meta.clone(),
             reason: error.to_string(),
         })?;
@@ -111,14 +132,15 @@ impl CheckpointStore {
     /// Saves a task's `task.json` atomically.
     pub async fn save_task(
         &self,
-        task_id: &TaskId,
+        key: &TaskKey,
         checkpoint: &TaskCheckpoint,
     ) -> Result<(), AgentError> {
-        let Some(dir) = self.task_dir(task_id) else {
+        debug_assert_eq!(key.framework_id, checkpoint.framework_id);
+        let Some(dir) = self.task_dir(key) else {
             return Ok(());
         };
         let document = TaskDocument {
-            task_id: task_id.clone(),
+            task_id: key.task_id.clone(),
             checkpoint: checkpoint.clone(),
         };
         let bytes =
@@ -136,10 +158,10 @@ impl CheckpointStore {
     /// Appends one record to a task's update log and fsyncs it.
     pub async fn append_update(
         &self,
-        task_id: &TaskId,
+        key: &TaskKey,
         record: &UpdateRecord,
     ) -> Result<(), AgentError> {
-        let Some(dir) = self.task_dir(task_id) else {
+        let Some(dir) = self.task_dir(key) else {
             return Ok(());
         };
         let line = encode_record(record);
@@ -159,8 +181,8 @@ impl CheckpointStore {
     }
 
     /// Forgets a task.
-    pub async fn remove_task(&self, task_id: &TaskId) -> Result<(), AgentError> {
-        let Some(dir) = self.task_dir(task_id) else {
+    pub async fn remove_task(&self, key: &TaskKey) -> Result<(), AgentError> {
+        let Some(dir) = self.task_dir(key) else {
             return Ok(());
         };
         blocking(move || match fs::remove_dir_all(&dir) {
@@ -171,13 +193,15 @@ impl CheckpointStore {
         .await
     }
 
-    /// Reads every checkpointed task; unreadable ones are logged and skipped. Truncates torn
-    /// last lines so later appends start on a clean line. Blocking.
+    /// Reads every checkpointed task; unreadable ones are logged and skipped. Moves tasks of
+    /// the older layout into the current one first. Truncates torn last lines so later appends
+    /// start on a clean line. Blocking.
     pub fn load_tasks(&self) -> Vec<RecoveredTask> {
         let Some(meta) = self.meta.as_ref() else {
             return Vec::new();
         };
-        let Ok(entries) = fs::read_dir(meta.join("tasks")) else {
+        self.migrate_legacy_layout(meta);
+        let Ok(entries) = fs::read_dir(meta.join(TASKS_DIR)) else {
             return Vec::new();
         };
         let mut tasks = Vec::new();
@@ -190,14 +214,62 @@ impl CheckpointStore {
                 }
             }
         }
-        tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        tasks.sort_by_key(RecoveredTask::key);
         tasks
     }
 
-    fn task_dir(&self, task_id: &TaskId) -> Option<PathBuf> {
+    /// Moves every `meta/tasks/<dir>` of the older, task-id-only layout to its directory in
+    /// the current layout (the framework id is read from its `task.json`). A rename is atomic,
+    /// so a crash half-way leaves every task in exactly one of the two places, and the next
+    /// start finishes the move. Blocking.
+    fn migrate_legacy_layout(&self, meta: &Path) {
+        let legacy = meta.join(LEGACY_TASKS_DIR);
+        let Ok(entries) = fs::read_dir(&legacy) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let old_dir = entry.path();
+            let document = fs::read_to_string(old_dir.join("task.json"))
+                .map_err(|error| error.to_string())
+                .and_then(|text| {
+                    serde_json::from_str::<TaskDocument>(&text).map_err(|error| error.to_string())
+                });
+            let document = match document {
+                Ok(document) => document,
+                Err(reason) => {
+                    tracing::warn!(dir = %old_dir.display(), %reason, "cannot migrate an unreadable task checkpoint; left in place");
+                    continue;
+                }
+            };
+            let key = TaskKey::new(document.checkpoint.framework_id, document.task_id);
+            let Some(new_dir) = self.task_dir(&key) else {
+                return;
+            };
+            if new_dir.exists() {
+                tracing::warn!(task = %key, old = %old_dir.display(), new = %new_dir.display(), "task checkpoint exists in both layouts; keeping the new one");
+                continue;
+            }
+            match fs::rename(&old_dir, &new_dir) {
+                Ok(()) => {
+                    tracing::info!(task = %key, dir = %new_dir.display(), "task checkpoint moved to the (framework, task) layout");
+                }
+                Err(error) => {
+                    tracing::error!(task = %key, %error, "cannot move task checkpoint to the new layout; left in place");
+                }
+            }
+        }
+        if let Ok(meta_dir) = File::open(meta) {
+            // Persist the renames; failure only weakens durability (the next start redoes them).
+            let _ = meta_dir.sync_all();
+        }
+        // Remove the old directory once empty; a task left behind keeps it.
+        let _ = fs::remove_dir(&legacy);
+    }
+
+    fn task_dir(&self, key: &TaskKey) -> Option<PathBuf> {
         self.meta
             .as_ref()
-            .map(|meta| meta.join("tasks").join(task_dir_name(task_id.as_str())))
+            .map(|meta| meta.join(TASKS_DIR).join(task_name(key)))
     }
 }
 
@@ -288,20 +360,6 @@ fn decode_record(line: &str) -> Option<UpdateRecord> {
     }
 }
 
-/// A file-system-safe directory name for a task id.
-fn task_dir_name(task_id: &str) -> String {
-    let safe = !task_id.is_empty()
-        && !task_id.starts_with('.')
-        && task_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if safe {
-        task_id.to_owned()
-    } else {
-        format!("x{}", hex_encode(task_id.as_bytes()))
-    }
-}
-
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     let temporary = path.with_extension("tmp");
     let mut file = File::create(&temporary).map_err(|error| io_error(&temporary, error))?;
@@ -384,11 +442,97 @@ mod tests {
         assert!(hex_decode("zz").is_none());
     }
 
-    #[test]
-    fn task_ids_become_safe_directory_names() {
-        assert_eq!(task_dir_name("web.1"), "web.1");
-        assert_eq!(task_dir_name("../etc"), "x2e2e2f657463");
-        assert_eq!(task_dir_name("a/b"), "x612f62");
+    fn key(framework: &str, task: &str) -> TaskKey {
+        TaskKey::new(FrameworkId::new(framework), TaskId::new(task))
+    }
+
+    #[tokio::test]
+    async fn the_same_task_id_in_two_frameworks_gets_two_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let task = TaskInfo {
+            task_id: "web.1".into(),
+            ..Default::default()
+        };
+        for framework in ["fw-a", "fw-b"] {
+            let key = key(framework, "web.1");
+            store
+                .save_task(
+                    &key,
+                    &TaskCheckpoint::new(key.framework_id.clone(), &task, "sim"),
+                )
+                .await
+                .unwrap();
+            store
+                .append_update(
+                    &key,
+                    &UpdateRecord::Update(status(framework, TaskState::TaskRunning)),
+                )
+                .await
+                .unwrap();
+        }
+        let tasks = store.load_tasks();
+        let keys: Vec<TaskKey> = tasks.iter().map(RecoveredTask::key).collect();
+        assert_eq!(keys, vec![key("fw-a", "web.1"), key("fw-b", "web.1")]);
+        assert_eq!(
+            tasks[1].records,
+            vec![UpdateRecord::Update(status("fw-b", TaskState::TaskRunning))]
+        );
+        store.remove_task(&key("fw-a", "web.1")).await.unwrap();
+        let left: Vec<TaskKey> = store.load_tasks().iter().map(RecoveredTask::key).collect();
+        assert_eq!(left, vec![key("fw-b", "web.1")]);
+    }
+
+    #[tokio::test]
+    async fn checkpoints_of_the_task_id_only_layout_are_moved_and_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        // What an older agent wrote: meta/tasks/<task dir>/{task.json,updates.log}.
+        let legacy = dir.path().join("meta/tasks/x612f62");
+        fs::create_dir_all(&legacy).unwrap();
+        let task = TaskInfo {
+            task_id: "a/b".into(),
+            ..Default::default()
+        };
+        let mut checkpoint = TaskCheckpoint::new(FrameworkId::new("fw"), &task, "docker");
+        checkpoint.container_id = Some("c0ffee".into());
+        let document = TaskDocument {
+            task_id: TaskId::new("a/b"),
+            checkpoint: checkpoint.clone(),
+        };
+        fs::write(
+            legacy.join("task.json"),
+            serde_json::to_vec_pretty(&document).unwrap(),
+        )
+        .unwrap();
+        fs::write(
+            legacy.join("updates.log"),
+            encode_record(&UpdateRecord::Update(status("u1", TaskState::TaskRunning))),
+        )
+        .unwrap();
+        fs::create_dir_all(dir.path().join("meta/tasks/garbage")).unwrap();
+
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let tasks = store.load_tasks();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].key(), key("fw", "a/b"));
+        assert_eq!(tasks[0].checkpoint, checkpoint);
+        assert_eq!(
+            tasks[0].records,
+            vec![UpdateRecord::Update(status("u1", TaskState::TaskRunning))]
+        );
+        assert!(!legacy.exists(), "moved out of the old layout");
+        assert!(
+            dir.path().join("meta/tasks/garbage").exists(),
+            "an unreadable directory is left for the operator"
+        );
+        // Later writes go to the new place and a second start finds the task once.
+        store
+            .append_update(&key("fw", "a/b"), &UpdateRecord::Ack("u1".into()))
+            .await
+            .unwrap();
+        let again = CheckpointStore::open(dir.path()).unwrap().load_tasks();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].records.len(), 2);
     }
 
     #[tokio::test]
@@ -401,7 +545,7 @@ mod tests {
             name: "web".into(),
             ..Default::default()
         };
-        let task_id = TaskId::new("web.1");
+        let task_id = key("fw", "web.1");
         let mut checkpoint = TaskCheckpoint::new(FrameworkId::new("fw"), &task, "process");
         store.save_task(&task_id, &checkpoint).await.unwrap();
         checkpoint.pid = Some(42);
@@ -444,7 +588,7 @@ mod tests {
             task_id: "t".into(),
             ..Default::default()
         };
-        let task_id = TaskId::new("t");
+        let task_id = key("fw", "t");
         store
             .save_task(
                 &task_id,
@@ -459,7 +603,11 @@ mod tests {
             )
             .await
             .unwrap();
-        let log = dir.path().join("meta/tasks/t/updates.log");
+        let log = dir
+            .path()
+            .join("meta/framework_tasks")
+            .join(task_name(&task_id))
+            .join("updates.log");
         let full = encode_record(&UpdateRecord::Update(status("u2", TaskState::TaskFailed)));
         let mut file = OpenOptions::new().append(true).open(&log).unwrap();
         file.write_all(&full.as_bytes()[..full.len() / 2]).unwrap();

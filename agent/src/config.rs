@@ -69,6 +69,8 @@ pub struct AgentConfig {
     pub docker_host: Option<String>,
     /// Whether tasks may ask for privileged containers.
     pub allow_privileged: bool,
+    /// Host directories under which task volumes may mount host paths; empty: none at all.
+    pub allowed_host_paths: Vec<PathBuf>,
     /// Exited containers are removed this long after their task ended.
     pub remove_exited_after: Duration,
     /// Unacknowledged status updates are resent this often.
@@ -96,6 +98,7 @@ impl AgentConfig {
             hostname: default_hostname(),
             docker_host: None,
             allow_privileged: false,
+            allowed_host_paths: Vec::new(),
             remove_exited_after: Duration::from_secs(60),
             status_resend_interval: Duration::from_secs(5),
             default_kill_grace: Duration::from_secs(DEFAULT_KILL_GRACE_SECONDS),

@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::AgentEvent;
+use crate::durations::clamped_seconds;
 
 const OUTBOUND_CAPACITY: usize = 4096;
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(15);
@@ -19,6 +20,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The master is presumed gone after this many heartbeat intervals of silence.
 const SILENT_INTERVALS: u32 = 3;
 const MIN_SILENCE: Duration = Duration::from_secs(3);
+/// Heartbeat interval used when the master names none (or nonsense).
+const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest heartbeat interval honoured; a longer one from the master is clamped.
+const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling up to `max`.
 #[derive(Debug, Clone)]
@@ -137,11 +142,22 @@ async fn session(
     };
     backoff.reset();
     let interval_seconds = registered.heartbeat_interval_seconds;
+    // The master decides this number; a nonsensical one (NaN, 1e308) must not panic the
+    // connection or overflow the silence limit below, so it is clamped.
     let interval = if interval_seconds.is_finite() && interval_seconds > 0.0 {
-        Duration::from_secs_f64(interval_seconds).max(Duration::from_millis(50))
+        clamped_seconds(interval_seconds, MAX_HEARTBEAT_INTERVAL)
+            .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL)
+            .max(Duration::from_millis(50))
     } else {
-        Duration::from_secs(5)
+        DEFAULT_HEARTBEAT_INTERVAL
     };
+    if interval_seconds.is_finite() && interval_seconds > MAX_HEARTBEAT_INTERVAL.as_secs_f64() {
+        tracing::warn!(
+            interval_seconds,
+            max_seconds = MAX_HEARTBEAT_INTERVAL.as_secs_f64(),
+            "the master's heartbeat interval is out of range; clamped"
+        );
+    }
     let silence_limit = (interval * SILENT_INTERVALS).max(MIN_SILENCE);
     events
         .send(AgentEvent::Connected {

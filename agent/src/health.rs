@@ -9,6 +9,7 @@ use agora_proto::v1::{HealthCheck, HealthCheckProtocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::durations::{MAX_HEALTH_CHECK_SECONDS, clamped_seconds};
 use crate::runtime::{ContainerHandle, Runtime};
 
 /// The timing of a health check, with defaults for unset fields.
@@ -27,14 +28,19 @@ pub struct HealthPolicy {
 }
 
 impl HealthPolicy {
-    /// Reads the proto; zero means the default (grace 15 s, interval 10 s, timeout 5 s, 3 failures).
+    /// Reads the proto; zero means the default (grace 15 s, interval 10 s, timeout 5 s, 3 failures);
+    /// values beyond [`MAX_HEALTH_CHECK_SECONDS`] are clamped to it.
     pub fn from_proto(check: &HealthCheck) -> Self {
+        // The agent refuses launches with unusable durations, but a checkpoint written by an
+        // older agent may still hold one: out-of-range values are clamped, never a panic.
         let seconds = |value: f64, default: f64| {
-            Duration::from_secs_f64(if value.is_finite() && value > 0.0 {
+            let chosen = if value.is_finite() && value > 0.0 {
                 value
             } else {
                 default
-            })
+            };
+            clamped_seconds(chosen, Duration::from_secs_f64(MAX_HEALTH_CHECK_SECONDS))
+                .unwrap_or(Duration::from_secs_f64(default))
         };
         Self {
             delay: seconds(check.delay_seconds, 0.0),
@@ -128,7 +134,10 @@ pub async fn probe(check: &HealthCheck, target: &ProbeTarget, timeout: Duration)
                 None => false,
             },
             HealthCheckProtocol::Tcp => match port {
-                Some(port) => TcpStream::connect(("127.0.0.1", port as u16)).await.is_ok(),
+                Some(port) => match u16::try_from(port) {
+                    Ok(port) => TcpStream::connect(("127.0.0.1", port)).await.is_ok(),
+                    Err(_) => false,
+                },
                 None => false,
             },
             HealthCheckProtocol::Command => matches!(

@@ -5,13 +5,17 @@ mod agent;
 mod checkpoint;
 mod config;
 mod connection;
+mod durations;
 mod error;
 mod health;
 mod http;
+mod launch_policy;
+mod naming;
 mod resources;
 mod runtime;
 mod snapshot;
 mod task_env;
+mod task_key;
 mod task_state;
 mod update_stream;
 
@@ -29,8 +33,15 @@ pub use config::{
     parse_resource_overrides,
 };
 pub use connection::Backoff;
+pub use durations::{
+    DurationError, MAX_HEALTH_CHECK_SECONDS, MAX_KILL_GRACE, checked_seconds, clamped_seconds,
+};
 pub use error::{AgentError, RuntimeError};
 pub use health::{HealthPolicy, HealthTracker};
+pub use launch_policy::{LaunchPolicy, LaunchRefusal, normalise, validate_launch};
+pub use naming::{
+    MAX_NAME_LEN, escape as escape_name_part, task_name, unescape as unescape_name_part,
+};
 pub use resources::{DEFAULT_PORTS, detect_resources, memory_reserve_mib, merge_overrides};
 pub use runtime::docker::{
     LABEL_AGENT_ID, LABEL_FRAMEWORK_ID, LABEL_TASK_ID, connect_docker, container_name,
@@ -42,6 +53,7 @@ pub use runtime::{
 };
 pub use snapshot::{AgentMetrics, AgentSnapshot, TaskSnapshot};
 pub use task_env::{env_name, network_mode, port_bindings, task_environment, task_host_ports};
+pub use task_key::TaskKey;
 pub use task_state::{IllegalTransition, TaskPhase};
 pub use update_stream::{StatusUpdateStream, UpdateRecord, UpdateStreamError};
 

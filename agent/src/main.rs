@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agora_agent::{AgentConfig, AgentError, RuntimeKind, parse_label, parse_resource_overrides};
+use agora_agent::{
+    AgentConfig, AgentError, DurationError, RuntimeKind, checked_seconds, parse_label,
+    parse_resource_overrides,
+};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +48,14 @@ struct Flags {
     /// Allow tasks to ask for privileged containers.
     #[arg(long, env = "AGORA_ALLOW_PRIVILEGED")]
     allow_privileged: bool,
+    /// Host directory under which task volumes may mount host paths (repeatable;
+    /// comma-separated in AGORA_ALLOW_HOST_PATHS). Default: no host path may be mounted.
+    #[arg(
+        long = "allow-host-path",
+        env = "AGORA_ALLOW_HOST_PATHS",
+        value_delimiter = ','
+    )]
+    allow_host_paths: Vec<PathBuf>,
     /// Seconds after which exited containers are removed.
     #[arg(long, env = "AGORA_REMOVE_EXITED_AFTER", default_value_t = 60.0)]
     remove_exited_after: f64,
@@ -60,7 +71,7 @@ struct Flags {
     log_format: String,
 }
 
-fn config_from(flags: Flags) -> Result<AgentConfig, AgentError> {
+fn config_from(flags: Flags) -> Result<AgentConfig, FlagError> {
     let mut config = AgentConfig::new(flags.master);
     config.listen = Some(flags.listen);
     config.work_dir = Some(flags.work_dir);
@@ -80,17 +91,42 @@ fn config_from(flags: Flags) -> Result<AgentConfig, AgentError> {
     config.docker_host = flags.docker_host;
     config.allow_privileged = flags.allow_privileged;
     config.kill_tasks_on_shutdown = flags.kill_tasks_on_shutdown;
-    config.remove_exited_after = seconds(flags.remove_exited_after, Duration::from_secs(60));
-    config.default_kill_grace = seconds(flags.kill_grace, config.default_kill_grace);
+    if let Some(relative) = flags
+        .allow_host_paths
+        .iter()
+        .find(|path| !path.is_absolute())
+    {
+        return Err(FlagError::HostPath {
+            path: relative.clone(),
+        });
+    }
+    config.allowed_host_paths = flags.allow_host_paths;
+    config.remove_exited_after = seconds("remove-exited-after", flags.remove_exited_after)?;
+    config.default_kill_grace = seconds("kill-grace", flags.kill_grace)?;
     Ok(config)
 }
 
-fn seconds(value: f64, fallback: Duration) -> Duration {
-    if value.is_finite() && value >= 0.0 {
-        Duration::from_secs_f64(value)
-    } else {
-        fallback
-    }
+/// Seconds from a flag; a value that is no usable duration (NaN, negative, 1e308) is an error
+/// naming the flag rather than a panic or a silent default.
+fn seconds(flag: &'static str, value: f64) -> Result<Duration, FlagError> {
+    checked_seconds(value, MAX_FLAG_SECONDS).map_err(|source| FlagError::Seconds { flag, source })
+}
+
+/// Longest duration a flag takes (a year).
+const MAX_FLAG_SECONDS: f64 = 365.0 * 86_400.0;
+
+/// A flag the agent cannot run with.
+#[derive(Debug, thiserror::Error)]
+enum FlagError {
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("invalid --allow-host-path {path:?}: must be an absolute path")]
+    HostPath { path: PathBuf },
+    #[error("invalid --{flag}: {source}")]
+    Seconds {
+        flag: &'static str,
+        source: DurationError,
+    },
 }
 
 fn init_logging(format: &str) {

@@ -91,7 +91,10 @@ async fn httpd_runs_with_cpu_and_memory_limits_and_answers_on_its_host_port() ->
     let host_config = inspect.host_config.expect("host config");
     assert_eq!(host_config.nano_cpus, Some(500_000_000));
     assert_eq!(host_config.memory, Some(67_108_864));
-    let expected_name = format!("/{}", agora_agent::container_name(&task_id));
+    let expected_name = format!(
+        "/{}",
+        agora_agent::container_name(&setup.framework.framework_id, &task_id)
+    );
     assert_eq!(inspect.name.as_deref(), Some(expected_name.as_str()));
     assert!(expected_name.starts_with("/agora-"));
     let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();

@@ -116,7 +116,9 @@ impl Drop for ComposeProject {
 
 /// Removes the task containers the test's framework launched (they outlive their agents).
 async fn remove_task_containers(docker: &Docker, framework_name: &str) {
-    let filters = [("name".to_owned(), vec![format!("agora-{framework_name}-")])]
+    // Container names are `agora-<framework id>__<escaped task id>`; the task ids start with
+    // the framework's name.
+    let filters = [("name".to_owned(), vec![format!("__{framework_name}-")])]
         .into_iter()
         .collect();
     let Ok(containers) = docker

@@ -152,9 +152,27 @@ async fn unique_app_scales_heals_upgrades_rolls_back_and_is_destroyed() -> anyho
 
     // `docker kill` behind the framework's back: a replacement appears.
     let victim = tasks[0]["id"].as_str().unwrap_or_default().to_owned();
-    docker
-        .kill_container(&format!("agora-{victim}"), None::<KillContainerOptions>)
+    // Found by its task label: the container name also carries the framework id.
+    let victim_filters: HashMap<String, Vec<String>> =
+        [("label".to_owned(), vec![format!("agora.task_id={victim}")])]
+            .into_iter()
+            .collect();
+    let victim_containers = docker
+        .list_containers(Some(ListContainersOptions {
+            filters: Some(victim_filters),
+            ..Default::default()
+        }))
         .await?;
+    assert_eq!(
+        victim_containers.len(),
+        1,
+        "one running container for {victim}"
+    );
+    for container in victim_containers.into_iter().filter_map(|c| c.id) {
+        docker
+            .kill_container(&container, None::<KillContainerOptions>)
+            .await?;
+    }
     let healed = eventually("killed instance replaced", DEPLOY_TIMEOUT, || async {
         let tasks = svc.tasks(&web).await?;
         let replaced = tasks.iter().all(|task| task["id"] != victim.as_str());

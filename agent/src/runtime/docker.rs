@@ -21,7 +21,10 @@ use super::{
 };
 use crate::config::RuntimeKind;
 use crate::error::{AgentError, RuntimeError};
+use crate::launch_policy::normalised_bind;
+use crate::naming::task_name;
 use crate::task_env::{network_mode, port_bindings};
+use crate::task_key::TaskKey;
 
 /// Label holding the task id on every container the agent creates.
 pub const LABEL_TASK_ID: &str = "agora.task_id";
@@ -65,20 +68,18 @@ pub async fn connect_docker(docker_host: Option<&str>) -> Result<Docker, AgentEr
     Ok(docker)
 }
 
-/// The container name for a task: `agora-<task id>` with characters Docker refuses replaced.
-pub fn container_name(task_id: &TaskId) -> String {
-    let cleaned: String = task_id
-        .as_str()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("agora-{cleaned}")
+/// The container name of a task: `agora-<framework>__<task>`, escaped so that different
+/// (framework, task) pairs never share a name (see [`crate::naming`]).
+pub fn container_name(framework_id: &FrameworkId, task_id: &TaskId) -> String {
+    task_name(&TaskKey::new(framework_id.clone(), task_id.clone()))
+}
+
+/// Whether a container's labels say it is the given task of this agent.
+fn owned_by(labels: &HashMap<String, String>, spec: &LaunchSpec) -> bool {
+    let label = |name: &str| labels.get(name).map(String::as_str);
+    label(LABEL_TASK_ID) == Some(spec.task_id.as_str())
+        && label(LABEL_FRAMEWORK_ID) == Some(spec.framework_id.as_str())
+        && label(LABEL_AGENT_ID) == Some(spec.agent_id.as_str())
 }
 
 /// Runs tasks as Docker containers.
@@ -243,7 +244,14 @@ impl DockerRuntime {
             port_bindings: port_map,
             network_mode: Some(network_mode_name.to_owned()),
             privileged: Some(container.privileged && spec.allow_privileged),
-            binds: (!container.volumes.is_empty()).then(|| container.volumes.clone()),
+            // Mount what the launch policy checked: the host path with `..` resolved.
+            binds: (!container.volumes.is_empty()).then(|| {
+                container
+                    .volumes
+                    .iter()
+                    .map(|v| normalised_bind(v))
+                    .collect()
+            }),
             ..Default::default()
         };
         Ok(ContainerCreateBody {
@@ -256,6 +264,48 @@ impl DockerRuntime {
             host_config: Some(host_config),
             ..Default::default()
         })
+    }
+
+    /// Removes a leftover container named `name` (an earlier launch of this very task, e.g.
+    /// one that failed half-way), but only when its labels say it is this task of this agent:
+    /// a launch never removes a container it does not own.
+    async fn remove_leftover(&self, name: &str, spec: &LaunchSpec) -> Result<(), RuntimeError> {
+        let existing = match self.docker.inspect_container(name, None).await {
+            Ok(existing) => existing,
+            Err(error) if is_not_found(&error) => return Ok(()),
+            Err(error) => return Err(docker_error("inspect container")(error)),
+        };
+        let labels = existing
+            .config
+            .and_then(|config| config.labels)
+            .unwrap_or_default();
+        if !owned_by(&labels, spec) {
+            let label = |key: &str| labels.get(key).cloned().unwrap_or_default();
+            return Err(RuntimeError::Launch {
+                reason: format!(
+                    "container name {name} is taken by a container this task does not own ({LABEL_FRAMEWORK_ID}={:?}, {LABEL_TASK_ID}={:?}, {LABEL_AGENT_ID}={:?}); it is left alone",
+                    label(LABEL_FRAMEWORK_ID),
+                    label(LABEL_TASK_ID),
+                    label(LABEL_AGENT_ID)
+                ),
+            });
+        }
+        tracing::info!(container = %name, "removing a leftover container of an earlier launch of this task");
+        match self
+            .docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(error) if is_not_found(&error) => Ok(()),
+            Err(error) => Err(docker_error("remove leftover container")(error)),
+        }
     }
 
     async fn exit_status(&self, container_id: &str) -> ExitStatus {
@@ -316,18 +366,8 @@ impl Runtime for DockerRuntime {
             let body = Self::container_body(spec)?;
             let force_pull = spec.task.container.as_ref().is_some_and(|c| c.force_pull);
             self.ensure_image(&image, force_pull, progress).await?;
-            let name = container_name(&spec.task_id);
-            // A leftover container of the same name (an earlier launch of this task id) is replaced.
-            let _ = self
-                .docker
-                .remove_container(
-                    &name,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
-                    }),
-                )
-                .await;
+            let name = container_name(&spec.framework_id, &spec.task_id);
+            self.remove_leftover(&name, spec).await?;
             let created = self
                 .docker
                 .create_container(
@@ -560,8 +600,14 @@ impl Runtime for DockerRuntime {
                 .map_err(docker_error("list containers"))?;
             let mut found = Vec::new();
             for summary in containers {
+                // Every container the agent creates carries both labels; one without a
+                // framework label is not ours to adopt under a made-up framework.
                 let labels = summary.labels.unwrap_or_default();
-                let (Some(id), Some(task_id)) = (summary.id, labels.get(LABEL_TASK_ID)) else {
+                let (Some(id), Some(task_id), Some(framework_id)) = (
+                    summary.id,
+                    labels.get(LABEL_TASK_ID),
+                    labels.get(LABEL_FRAMEWORK_ID),
+                ) else {
                     continue;
                 };
                 let handle = ContainerHandle {
@@ -571,9 +617,7 @@ impl Runtime for DockerRuntime {
                 let state = self.inspect(&handle).await;
                 found.push(DiscoveredContainer {
                     task_id: TaskId::new(task_id.clone()),
-                    framework_id: FrameworkId::new(
-                        labels.get(LABEL_FRAMEWORK_ID).cloned().unwrap_or_default(),
-                    ),
+                    framework_id: FrameworkId::new(framework_id.clone()),
                     handle,
                     state,
                 });
@@ -639,7 +683,10 @@ mod tests {
         assert_eq!(labels[LABEL_TASK_ID], "web/1");
         assert_eq!(labels[LABEL_AGENT_ID], "agent");
         assert_eq!(body.cmd.unwrap(), vec!["/bin/sh", "-c", "httpd -f"]);
-        assert_eq!(container_name(&TaskId::new("web/1")), "agora-web_1");
+        assert_eq!(
+            container_name(&FrameworkId::new("fw"), &TaskId::new("web/1")),
+            "agora-fw__web_2f1"
+        );
     }
 
     #[test]

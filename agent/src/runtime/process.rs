@@ -22,6 +22,8 @@ use super::{
 };
 use crate::config::RuntimeKind;
 use crate::error::RuntimeError;
+use crate::naming::task_name;
+use crate::task_key::TaskKey;
 
 const LIVENESS_POLL: Duration = Duration::from_millis(250);
 
@@ -32,9 +34,18 @@ pub struct ProcessRuntime {
     exits: Mutex<HashMap<u32, watch::Receiver<Option<ExitStatus>>>>,
 }
 
+/// The sandbox directory name of a task: the same injective name as its container would have,
+/// so tasks of different frameworks with the same id never share a sandbox.
+fn sandbox_name(spec: &LaunchSpec) -> String {
+    task_name(&TaskKey::new(
+        spec.framework_id.clone(),
+        spec.task_id.clone(),
+    ))
+}
+
 impl ProcessRuntime {
     /// A process runtime writing each task's stdout and stderr under
-    /// `sandbox_root/<task id>/` (discarded when `None`).
+    /// `sandbox_root/<task name>/` (see [`crate::naming`]) (discarded when `None`).
     pub fn new(sandbox_root: Option<PathBuf>) -> Self {
         Self {
             sandbox_root,
@@ -77,7 +88,7 @@ impl ProcessRuntime {
         let Some(root) = &self.sandbox_root else {
             return Ok(Stdio::null());
         };
-        let dir = root.join(sanitize(spec.task_id.as_str()));
+        let dir = root.join(sandbox_name(spec));
         std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::File::create(dir.join(name)))
             .map(Stdio::from)
@@ -85,19 +96,6 @@ impl ProcessRuntime {
                 reason: format!("sandbox {}: {error}", dir.display()),
             })
     }
-}
-
-fn sanitize(task_id: &str) -> String {
-    task_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
@@ -156,7 +154,7 @@ impl Runtime for ProcessRuntime {
                 .process_group(0)
                 .kill_on_drop(false);
             if let Some(root) = &self.sandbox_root {
-                command.current_dir(root.join(sanitize(spec.task_id.as_str())));
+                command.current_dir(root.join(sandbox_name(spec)));
             }
             let mut child = command.spawn().map_err(|error| RuntimeError::Launch {
                 reason: format!("cannot start {program:?}: {error}"),
@@ -443,7 +441,8 @@ mod tests {
             .await
             .unwrap();
         runtime.wait(&handle).await;
-        let out = std::fs::read_to_string(dir.path().join("t1/stdout")).unwrap();
+        // The sandbox is named after the (framework, task) pair, like a container.
+        let out = std::fs::read_to_string(dir.path().join("agora-fw__t1/stdout")).unwrap();
         assert_eq!(out, "hello\n");
         let env = BTreeMap::new();
         assert_eq!(runtime.exec(&handle, "exit 4", &env).await.unwrap(), 4);

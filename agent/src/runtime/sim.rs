@@ -16,10 +16,16 @@ use super::{
     Runtime,
 };
 use crate::config::RuntimeKind;
+use crate::durations::checked_seconds;
 use crate::error::RuntimeError;
+use crate::naming::task_name;
+use crate::task_key::TaskKey;
 
 /// Label giving a simulated task's run time in seconds.
 pub const SIM_DURATION_LABEL: &str = "agora.sim/duration_seconds";
+
+/// Longest simulated run time (about 30 years): enough for "forever" without overflowing timers.
+const MAX_SIM_DURATION_SECONDS: f64 = 1e9;
 
 #[derive(Debug)]
 struct SimTask {
@@ -60,13 +66,26 @@ impl Runtime for SimRuntime {
             let duration = match spec.task.labels.get(SIM_DURATION_LABEL) {
                 None => None,
                 Some(text) => {
-                    let seconds: f64 = text.trim().parse().ok().filter(|s: &f64| s.is_finite() && *s >= 0.0).ok_or_else(|| RuntimeError::InvalidTask {
-                        reason: format!("labels[{SIM_DURATION_LABEL}]: {text:?} is not a non-negative number of seconds"),
-                    })?;
-                    Some(Duration::from_secs_f64(seconds))
+                    let invalid = |why: String| RuntimeError::InvalidTask {
+                        reason: format!("labels[{SIM_DURATION_LABEL}]: {text:?} {why}"),
+                    };
+                    let seconds: f64 = text
+                        .trim()
+                        .parse()
+                        .map_err(|_| invalid("is not a number of seconds".to_owned()))?;
+                    let duration = checked_seconds(seconds, MAX_SIM_DURATION_SECONDS)
+                        .map_err(|error| invalid(error.to_string()))?;
+                    Some(duration)
                 }
             };
-            let container_id = format!("sim-{}", spec.task_id);
+            // Keyed by the injective task name: two frameworks may use the same task id.
+            let container_id = format!(
+                "sim-{}",
+                task_name(&TaskKey::new(
+                    spec.framework_id.clone(),
+                    spec.task_id.clone()
+                ))
+            );
             let (killed, _) = watch::channel(false);
             self.lock()
                 .insert(container_id.clone(), SimTask { duration, killed });

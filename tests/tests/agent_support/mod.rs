@@ -1,6 +1,8 @@
 //! Helpers shared by the agent end-to-end tests (`agent_*.rs`).
 #![allow(dead_code)]
 
+pub mod fake_master;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
