@@ -183,7 +183,11 @@ async fn agent_never_returns_after_master_restart(
         cluster.master.sigkill()?;
     }
     cluster.mark_fault();
-    cluster.docker_remove_agent_containers(3).await?;
+    let removed = cluster.docker_remove_agent_containers(3).await?;
+    anyhow::ensure!(
+        removed > 0,
+        "node-3 ran no instance: the scenario tests nothing"
+    );
     cluster.master.start()?;
     cluster.wait_master_up().await?;
     cluster

@@ -469,6 +469,8 @@ impl FaultCluster {
             "cpus": 0.1,
             "mem": 16,
             "instances": instances,
+            // Spread, so every agent holds instances and every agent fault hits some.
+            "placement": "spread",
             "container": { "type": "DOCKER", "docker": { "image": self.image } },
             "taskKillGracePeriodSeconds": 1,
             "upgradeStrategy": { "minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5 }

@@ -105,17 +105,17 @@ impl fmt::Display for Observed {
         writeln!(f, "  docker running ({}): {docker:?}", docker.len())?;
         writeln!(
             f,
-            "  in docker, not in the framework (orphans): {:?}",
+            "  running in docker, not RUNNING in the framework (orphans or unkilled): {:?}",
             docker_set.difference(&framework_set).collect::<Vec<_>>()
         )?;
         writeln!(
             f,
-            "  in the framework, not in docker (ghosts): {:?}",
+            "  RUNNING in the framework, not in docker (ghosts): {:?}",
             framework_set.difference(&docker_set).collect::<Vec<_>>()
         )?;
         writeln!(
             f,
-            "  at the master, not in the framework: {:?}",
+            "  RUNNING at the master, not RUNNING in the framework: {:?}",
             master_set.difference(&framework_set).collect::<Vec<_>>()
         )?;
         writeln!(
