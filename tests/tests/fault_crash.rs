@@ -105,7 +105,7 @@ async fn crash_scenario(
     let mut suite = FaultSuite::new();
     let runs = [
         (
-            format!("SIGKILL right after the change was submitted, down 1 s"),
+            "SIGKILL right after the change was submitted, down 1 s".to_owned(),
             Duration::ZERO,
             Duration::from_secs(1),
         ),

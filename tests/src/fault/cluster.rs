@@ -721,14 +721,14 @@ async fn list_labelled(
     let filters: HashMap<String, Vec<String>> = [("label".to_owned(), vec![label.to_owned()])]
         .into_iter()
         .collect();
-    Ok(docker
+    docker
         .list_containers(Some(ListContainersOptions {
             all,
             filters: Some(filters),
             ..Default::default()
         }))
         .await
-        .with_context(|| format!("listing containers with label {label}"))?)
+        .with_context(|| format!("listing containers with label {label}"))
 }
 
 async fn remove_labelled(docker: &Docker, label: &str) -> anyhow::Result<usize> {

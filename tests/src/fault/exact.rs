@@ -282,16 +282,46 @@ impl FaultCluster {
                 Some(reason) => {
                     exact_since = None;
                     if now >= deadline {
-                        anyhow::bail!(
+                        let failure = format!(
                             "{app_id}: not exact within {timeout:?} ({reason}); wanted {wanted} \
                              on {agents} agents; last seen:\n{observed}\n{}",
                             self.log_tails(25)
                         );
+                        let late = self.linger_svc(app_id, wanted, agents).await;
+                        anyhow::bail!("{failure}\n{late}");
                     }
                 }
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// After a failed convergence, with `AGORA_FAULT_LINGER_SECONDS=N`, keeps watching up to N
+    /// more seconds and says whether and when the app became exact after all (how late a
+    /// retry or timeout repaired it), for the suite's closing note. Off by default: CI time.
+    async fn linger_svc(&self, app_id: &str, wanted: usize, agents: usize) -> String {
+        let linger = linger_seconds();
+        if linger.is_zero() {
+            return "(set AGORA_FAULT_LINGER_SECONDS to see whether it converges later)".to_owned();
+        }
+        let until = Instant::now() + linger;
+        while Instant::now() < until {
+            let observed = self.observe_svc(app_id).await;
+            if observed.inexact(wanted, agents).is_none() {
+                let since = self
+                    .fault_at()
+                    .map_or(Duration::ZERO, |fault| fault.elapsed());
+                return format!(
+                    "LATE: exact only {:.1} s after the fault",
+                    since.as_secs_f64()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        format!(
+            "STILL NOT EXACT after lingering {} s more",
+            linger.as_secs()
+        )
     }
 
     /// Waits until run `run` of batch job `job_id` is exactly done: SUCCEEDED with
@@ -464,6 +494,14 @@ impl FaultCluster {
         let reason = (!reasons.is_empty()).then(|| reasons.join(", "));
         (observed, reason)
     }
+}
+
+/// `AGORA_FAULT_LINGER_SECONDS` (0 when unset or malformed).
+fn linger_seconds() -> Duration {
+    std::env::var("AGORA_FAULT_LINGER_SECONDS")
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs)
 }
 
 /// What an exactly-done batch run looks like.

@@ -30,8 +30,13 @@ impl RunOutcome {
             ),
             Err(error) => {
                 let first_line = error.lines().next().unwrap_or("");
+                let late = error
+                    .lines()
+                    .find(|line| line.starts_with("LATE:") || line.starts_with("STILL NOT EXACT"))
+                    .map(|line| format!(" {line}"))
+                    .unwrap_or_default();
                 format!(
-                    "FAULT-SUITE scenario={} run={} moment=\"{}\" outcome=FAILED reason=\"{first_line}\"",
+                    "FAULT-SUITE scenario={} run={} moment=\"{}\" outcome=FAILED reason=\"{first_line}\"{late}",
                     self.scenario, self.run, self.moment
                 )
             }
