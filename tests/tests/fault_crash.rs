@@ -36,14 +36,24 @@ enum Phase {
     ScaleDown,
 }
 
-/// SIGKILL `victim` `delay` after the change (deploy or scale-down) is submitted, start it
+/// When in the change the daemon is SIGKILLed.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    /// As soon as the API accepted the change.
+    RightAfterSubmit,
+    /// Once half the change is visible in Docker: 3 of 6 containers run (deploy), 2 of the 4
+    /// surplus containers are gone (scale-down).
+    Halfway,
+}
+
+/// SIGKILL `victim` at `moment` of the change (deploy or scale-down), start it
 /// again after `downtime`, and wait for exact counts.
 async fn crash_mid_change(
     docker: &Docker,
     image: &str,
     victim: Victim,
     phase: Phase,
-    delay: Duration,
+    moment: Moment,
     downtime: Duration,
 ) -> anyhow::Result<Duration> {
     let app = "/crash";
@@ -62,7 +72,28 @@ async fn crash_mid_change(
             2
         }
     };
-    tokio::time::sleep(delay).await;
+    if let Moment::Halfway = moment {
+        let deadline = Instant::now() + DEPLOY_TIMEOUT;
+        loop {
+            let running = cluster
+                .framework_containers(&cluster.svc_name, false)
+                .await?
+                .len();
+            let halfway = match phase {
+                Phase::Deploy => running >= INSTANCES as usize / 2,
+                Phase::ScaleDown => running <= INSTANCES as usize - 2,
+            };
+            if halfway {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the change never got halfway ({running} containers run)\n{}",
+                cluster.log_tails(25)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let daemon = match victim {
         Victim::Agent => cluster.agent(1)?,
         Victim::Master => &mut cluster.master,
@@ -91,8 +122,8 @@ async fn crash_mid_change(
         .await
 }
 
-/// Two runs of one crash scenario: the fault right after the change is submitted and 1 s
-/// later; the daemon is down 1 s in the first and `long_downtime` in the second.
+/// Two runs of one crash scenario: the fault right after the change is submitted and when it
+/// is halfway done; the daemon is down 1 s in the first and `long_downtime` in the second.
 async fn crash_scenario(
     scenario: &str,
     victim: Victim,
@@ -106,25 +137,25 @@ async fn crash_scenario(
     let runs = [
         (
             "SIGKILL right after the change was submitted, down 1 s".to_owned(),
-            Duration::ZERO,
+            Moment::RightAfterSubmit,
             Duration::from_secs(1),
         ),
         (
             format!(
-                "SIGKILL 1 s after the change was submitted, down {} s",
+                "SIGKILL when the change is halfway in docker, down {} s",
                 long_downtime.as_secs()
             ),
-            Duration::from_secs(1),
+            Moment::Halfway,
             long_downtime,
         ),
     ];
-    for (run, (moment, delay, downtime)) in runs.into_iter().enumerate() {
+    for (run, (described, moment, downtime)) in runs.into_iter().enumerate() {
         suite
             .run(
                 scenario,
                 run + 1,
-                &moment,
-                crash_mid_change(&docker, &image, victim, phase, delay, downtime),
+                &described,
+                crash_mid_change(&docker, &image, victim, phase, moment, downtime),
             )
             .await;
     }
