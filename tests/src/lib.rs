@@ -9,6 +9,7 @@ mod http;
 mod wait;
 
 pub mod docker_image;
+pub mod fault;
 
 pub use agent::{AgentSpec, TestAgent};
 pub use binary::workspace_binary;
