@@ -174,7 +174,12 @@ async fn agent_never_returns_after_master_restart(
     master_first: bool,
 ) -> anyhow::Result<Duration> {
     let app = "/item5";
-    let mut cluster = deployed_cluster(docker, image, app, FaultOptions::default()).await?;
+    // A short re-register window, so that the scenario sees both halves of it.
+    let options = FaultOptions {
+        agent_reregister_timeout: REREGISTER_TIMEOUT,
+        ..FaultOptions::default()
+    };
+    let mut cluster = deployed_cluster(docker, image, app, options).await?;
     if master_first {
         cluster.master.sigkill()?;
         cluster.agent(3)?.sigkill()?;
@@ -190,10 +195,21 @@ async fn agent_never_returns_after_master_restart(
     );
     cluster.master.start()?;
     cluster.wait_master_up().await?;
+    // Within the window the instances of node-3 are running in no view: not at the master
+    // (it has not heard of them), not in svcframework's API (they are unconfirmed), not in
+    // docker.
+    let on_two_agents = INSTANCES as usize - removed;
+    cluster
+        .assert_exact_svc(app, on_two_agents, 2, REREGISTER_TIMEOUT)
+        .await?;
+    // Once node-3 is declared unreachable they are replaced.
     cluster
         .assert_exact_svc(app, INSTANCES as usize, 2, CONVERGE_TIMEOUT)
         .await
 }
+
+/// The master's `--agent-reregister-timeout` in the item 5 scenario.
+const REREGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item5_instances_on_an_agent_that_never_returns_are_replaced() -> anyhow::Result<()> {
