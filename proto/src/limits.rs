@@ -115,6 +115,17 @@ pub fn check_name(name: &str, max: usize) -> Result<(), IdError> {
     Ok(())
 }
 
+/// A number as an error message shows it: plainly when short, in scientific notation when
+/// `{}` would print hundreds of digits (1e308 prints as `1e308`, not 309 characters).
+pub fn display_number(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude != 0.0 && !(1e-6..1e15).contains(&magnitude) {
+        format!("{value:e}")
+    } else {
+        format!("{value}")
+    }
+}
+
 /// Why a duration was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DurationError {
@@ -122,10 +133,10 @@ pub enum DurationError {
     #[error("must be a finite number of seconds, got {0}")]
     NotFinite(f64),
     /// Below zero.
-    #[error("must not be negative, got {0}")]
+    #[error("must not be negative, got {}", display_number(*.0))]
     Negative(f64),
     /// Above [`MAX_DURATION_SECONDS`].
-    #[error("must be at most {max} seconds (one year), got {value}")]
+    #[error("must be at most {max} seconds (one year), got {}", display_number(*.value))]
     TooLong {
         /// The value given.
         value: f64,
@@ -253,6 +264,10 @@ mod tests {
             check_duration_seconds(1e308),
             Err(DurationError::TooLong { .. })
         ));
+        assert_eq!(
+            check_duration_seconds(1e308).unwrap_err().to_string(),
+            "must be at most 31536000 seconds (one year), got 1e308"
+        );
         assert!(matches!(
             check_duration_seconds(-1.0),
             Err(DurationError::Negative(_))

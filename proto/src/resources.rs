@@ -89,7 +89,7 @@ pub enum ResourceError {
     #[error("resource name must not be empty")]
     EmptyName,
     /// A scalar is negative, NaN or infinite.
-    #[error("resource {name:?}: scalar must be a finite, non-negative number, got {value}")]
+    #[error("resource {name:?}: scalar must be a finite, non-negative number, got {}", crate::limits::display_number(*.value))]
     InvalidScalar {
         /// Resource name.
         name: String,
@@ -97,7 +97,7 @@ pub enum ResourceError {
         value: f64,
     },
     /// A scalar is larger than [`MAX_SCALAR`].
-    #[error("resource {name:?}: scalar {value} exceeds the maximum {max:e}", max = MAX_SCALAR)]
+    #[error("resource {name:?}: scalar {} exceeds the maximum {max:e}", crate::limits::display_number(*.value), max = MAX_SCALAR)]
     ScalarTooLarge {
         /// Resource name.
         name: String,

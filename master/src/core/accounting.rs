@@ -118,12 +118,12 @@ impl Master {
                 reason: "is required (framework_id and stream_id)".to_owned(),
             });
         };
-        if header.framework_id.is_empty() {
-            return Err(MasterError::InvalidField {
-                field: "header.framework_id".to_owned(),
-                reason: "must not be empty".to_owned(),
-            });
-        }
+        super::validation::id("header.framework_id", &header.framework_id)?;
+        super::validation::text(
+            "header.stream_id",
+            &header.stream_id,
+            agora_proto::limits::MAX_ID_LEN,
+        )?;
         let framework_id = FrameworkId::new(header.framework_id.clone());
         if self.frameworks.removed.contains(&framework_id) {
             return Err(MasterError::FrameworkRemoved(framework_id));

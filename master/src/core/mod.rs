@@ -20,6 +20,7 @@ mod recovery;
 mod scheduler_calls;
 mod tasks;
 mod timers;
+mod validation;
 mod view;
 
 #[cfg(test)]

@@ -12,10 +12,7 @@ use super::agents::AgentStatus;
 use super::allocator::Quantities;
 use super::frameworks::{Framework, FrameworkConnection};
 use super::tasks::Task;
-use super::{Command, ConnId, Master, MasterError, Now, RegistryUpdate};
-
-/// Longest filter honoured, so that absurd `refuse_seconds` cannot overflow the clock.
-const MAX_REFUSE: Duration = Duration::from_secs(365 * 24 * 3600);
+use super::{Command, ConnId, Master, MasterError, Now, RegistryUpdate, validation};
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> MasterError {
     MasterError::InvalidField {
@@ -38,15 +35,7 @@ impl Master {
         conn: ConnId,
         mut info: v1::FrameworkInfo,
     ) -> Result<v1::Subscribed, MasterError> {
-        if !info.failover_timeout_seconds.is_finite() || info.failover_timeout_seconds < 0.0 {
-            return Err(invalid(
-                "framework.failover_timeout_seconds",
-                format!(
-                    "must be a finite, non-negative number of seconds, got {}",
-                    info.failover_timeout_seconds
-                ),
-            ));
-        }
+        validation::framework_info(&info)?;
         if !info.id.is_empty() {
             let requested = FrameworkId::new(info.id.clone());
             if self.frameworks.removed.contains(&requested) {
@@ -221,20 +210,13 @@ impl Master {
         let Some(seconds) = filters.and_then(|filters| filters.refuse_seconds) else {
             return Ok(Some(self.config.default_refuse).filter(|d| !d.is_zero()));
         };
-        if !seconds.is_finite() {
-            return Err(invalid(
-                "filters.refuse_seconds",
-                format!("must be a finite number, got {seconds}"),
-            ));
-        }
-        if seconds <= 0.0 {
+        // Negative and zero both mean "no filter" (Mesos treats them alike); anything above
+        // a year or not finite is refused rather than silently clamped.
+        if seconds.is_finite() && seconds <= 0.0 {
             return Ok(None);
         }
-        Ok(Some(
-            Duration::try_from_secs_f64(seconds)
-                .unwrap_or(MAX_REFUSE)
-                .min(MAX_REFUSE),
-        ))
+        validation::duration("filters.refuse_seconds", seconds)?;
+        Ok(Duration::try_from_secs_f64(seconds).ok())
     }
 
     /// Validates that every id names an offer outstanding for `framework_id`.
@@ -246,6 +228,7 @@ impl Master {
         let mut seen = HashSet::new();
         let mut valid = Vec::with_capacity(offer_ids.len());
         for (index, raw) in offer_ids.iter().enumerate() {
+            validation::id(&format!("offer_ids[{index}]"), raw)?;
             let offer_id = OfferId::new(raw.clone());
             let outstanding = self
                 .offers
@@ -467,9 +450,7 @@ impl Master {
             };
             for (task_index, info) in launch.tasks.iter().enumerate() {
                 let prefix = format!("operations[{op_index}].launch.tasks[{task_index}]");
-                if info.task_id.is_empty() {
-                    return Err(invalid(format!("{prefix}.task_id"), "must not be empty"));
-                }
+                validation::task_info(&prefix, info)?;
                 let task_id = TaskId::new(info.task_id.clone());
                 if self
                     .tasks
@@ -501,6 +482,7 @@ impl Master {
                 if resources.is_empty() {
                     return Err(invalid(format!("{prefix}.resources"), "must not be empty"));
                 }
+                validation::task_minimums(&prefix, &resources)?;
                 for resource in &info.resources {
                     if !matches!(resource.value, Some(v1::resource::Value::Ranges(_))) {
                         continue;
@@ -519,7 +501,9 @@ impl Master {
                         ));
                     }
                 }
-                needed.add(&resources);
+                needed.checked_add(&resources).map_err(|error| {
+                    invalid("operations", format!("the tasks of this call together: {error}"))
+                })?;
                 valid.push(ValidTask {
                     info: info.clone(),
                     task_id,
@@ -641,16 +625,10 @@ impl Master {
         request: v1::KillRequest,
     ) -> Result<(), MasterError> {
         let framework_id = self.check_caller(request.header.as_ref())?;
-        if request.task_id.is_empty() {
-            return Err(invalid("task_id", "must not be empty"));
-        }
-        if let Some(grace) = request.grace_period_seconds
-            && (!grace.is_finite() || grace < 0.0)
-        {
-            return Err(invalid(
-                "grace_period_seconds",
-                format!("must be a finite, non-negative number, got {grace}"),
-            ));
+        validation::id("task_id", &request.task_id)?;
+        validation::optional_id("agent_id", &request.agent_id)?;
+        if let Some(grace) = request.grace_period_seconds {
+            validation::duration("grace_period_seconds", grace)?;
         }
         let task_id = TaskId::new(request.task_id.clone());
         if let Some(task) = self.tasks.get(&framework_id, &task_id) {
@@ -699,9 +677,9 @@ impl Master {
         request: v1::AcknowledgeRequest,
     ) -> Result<(), MasterError> {
         let framework_id = self.check_caller(request.header.as_ref())?;
-        if request.task_id.is_empty() {
-            return Err(invalid("task_id", "must not be empty"));
-        }
+        validation::id("task_id", &request.task_id)?;
+        validation::optional_id("agent_id", &request.agent_id)?;
+        validation::text("uuid", &request.uuid, validation::MAX_UUID_LEN)?;
         if request.uuid.is_empty() {
             return Err(invalid(
                 "uuid",
@@ -757,12 +735,8 @@ impl Master {
     ) -> Result<(), MasterError> {
         let framework_id = self.check_caller(request.header.as_ref())?;
         for (index, listed) in request.tasks.iter().enumerate() {
-            if listed.task_id.is_empty() {
-                return Err(invalid(
-                    format!("tasks[{index}].task_id"),
-                    "must not be empty",
-                ));
-            }
+            validation::id(&format!("tasks[{index}].task_id"), &listed.task_id)?;
+            validation::optional_id(&format!("tasks[{index}].agent_id"), &listed.agent_id)?;
         }
         let mut answers = Vec::new();
         if request.tasks.is_empty() {
