@@ -5,10 +5,12 @@ mod codec;
 mod ids;
 pub mod limits;
 mod resources;
+mod serve;
 mod states;
 
 pub use ids::{AgentId, FrameworkId, OfferId, StreamId, TaskId};
 pub use resources::{CPUS, DISK, GPUS, MAX_SCALAR, MEM, PORTS, RangeSet, ResourceError, Resources};
+pub use serve::{ServeLimits, serve};
 pub use states::{is_terminal, now_seconds};
 
 /// Generated code for package `agora.v1`.
