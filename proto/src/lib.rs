@@ -10,7 +10,7 @@ mod states;
 
 pub use ids::{AgentId, FrameworkId, OfferId, StreamId, TaskId};
 pub use resources::{CPUS, DISK, GPUS, MAX_SCALAR, MEM, PORTS, RangeSet, ResourceError, Resources};
-pub use serve::{ServeLimits, serve};
+pub use serve::{ServeLimits, is_json_content_type, serve};
 pub use states::{is_terminal, now_seconds};
 
 /// Generated code for package `agora.v1`.

@@ -31,6 +31,16 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+/// True when a `Content-Type` header value declares JSON: `application/json`, with any
+/// parameters (`; charset=utf-8`), in any case. The framework daemons answer 415 to a body
+/// that is not declared JSON, as Marathon does, rather than guess.
+pub fn is_json_content_type(value: Option<&str>) -> bool {
+    value.is_some_and(|value| {
+        let media_type = value.split(';').next().unwrap_or_default().trim();
+        media_type.eq_ignore_ascii_case("application/json")
+    })
+}
+
 /// Connection limits of a daemon's HTTP/gRPC port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeLimits {
@@ -163,4 +173,18 @@ where
         tracing::debug!("connections still open after the shutdown grace; dropped");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json_content_type;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json_content_type(Some("application/json")));
+        assert!(is_json_content_type(Some("Application/JSON; charset=utf-8")));
+        assert!(!is_json_content_type(Some("text/plain")));
+        assert!(!is_json_content_type(Some("application/jsonx")));
+        assert!(!is_json_content_type(None));
+    }
 }

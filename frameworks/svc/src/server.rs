@@ -265,9 +265,13 @@ pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
     let router = http::routes(handle);
     let server_cancel = cancel.clone();
     let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-            server_cancel.cancelled().await;
-        });
+        // Timeouts on silent and slow connections, so half-open ones cannot starve the API.
+        let serve = agora_proto::serve(
+            listener,
+            router,
+            agora_proto::ServeLimits::default(),
+            server_cancel.cancelled_owned(),
+        );
         if let Err(error) = serve.await {
             tracing::error!(%error, "svcframework http server failed");
         }

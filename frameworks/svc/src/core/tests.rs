@@ -585,3 +585,27 @@ fn a_reconnect_reconciles_known_instances_only() {
     assert_eq!(reconciles.len(), 1, "{reconciles:?}");
     assert_eq!(reconciles[0].len(), 2);
 }
+
+#[test]
+fn privileged_and_host_volumes_are_passed_to_the_task_not_dropped() {
+    let mut core = subscribed_core();
+    core.create_app(
+        app(r#"{"id":"/priv","cpus":0.1,"mem":32,
+               "container":{"docker":{"image":"busybox","privileged":true,"parameters":[]},
+                            "volumes":[{"containerPath":"/data","hostPath":"/srv/data","mode":"RO"},
+                                       {"containerPath":"/scratch","hostPath":"/tmp/scratch","mode":"RW"}]}}"#),
+        T0,
+    )
+    .expect("created");
+    core.take_commands();
+    core.on_offers(offers(1), T0 + 1.0);
+    let tasks = launched(&core.take_commands());
+    assert_eq!(tasks.len(), 1);
+    let container = tasks[0].container.clone().expect("a container");
+    assert!(container.privileged, "{container:?}");
+    assert_eq!(
+        container.volumes,
+        ["/srv/data:/data:ro", "/tmp/scratch:/scratch"],
+        "{container:?}"
+    );
+}
