@@ -68,7 +68,33 @@ impl Master {
         }
     }
 
-    pub(super) fn send_update(&mut self, framework_id: &FrameworkId, status: v1::TaskStatus) {
+    pub(super) fn send_update(&mut self, framework_id: &FrameworkId, mut status: v1::TaskStatus) {
+        let knows_killing = self.frameworks.get(framework_id).is_none_or(|framework| {
+            framework
+                .info
+                .capabilities
+                .contains(&(v1::FrameworkCapability::TaskKillingState as i32))
+        });
+        if status.state() == TaskState::TaskKilling && !knows_killing {
+            // As in Mesos, a framework without TASK_KILLING_STATE never sees TASK_KILLING: to
+            // it the task is still running until its terminal update. An agent's update is
+            // acknowledged here on the framework's behalf (it will never acknowledge what it
+            // never got), so the agent's update stream moves on to the terminal update.
+            if status.uuid.is_empty() {
+                status.set_state(TaskState::TaskRunning);
+            } else {
+                let agent_id = AgentId::new(status.agent_id.clone());
+                self.send_to_agent(
+                    &agent_id,
+                    v1::master_message::Message::AckStatus(v1::AckStatus {
+                        framework_id: framework_id.to_string(),
+                        task_id: status.task_id.clone(),
+                        uuid: status.uuid.clone(),
+                    }),
+                );
+                return;
+            }
+        }
         self.send_to_framework(
             framework_id,
             v1::event::Event::Update(v1::Update {

@@ -207,6 +207,19 @@ pub enum MasterError {
     /// No such task.
     #[error("unknown task {0}")]
     UnknownTask(TaskId),
+    /// An acknowledgement names an update the master does not know as the task's latest.
+    #[error(
+        "task {task_id}: update {uuid} is not its latest update (the master knows {latest}); \
+         acknowledge the uuid of the update you received last"
+    )]
+    UnknownUpdate {
+        /// The task.
+        task_id: TaskId,
+        /// The uuid acknowledged.
+        uuid: String,
+        /// The uuid of the task's latest update from its agent.
+        latest: String,
+    },
     /// A request field is missing or malformed.
     #[error("{field}: {reason}")]
     InvalidField {

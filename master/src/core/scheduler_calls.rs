@@ -688,9 +688,25 @@ impl Master {
         }
         let task_id = TaskId::new(request.task_id.clone());
         let live = self.tasks.get(&framework_id, &task_id);
-        let known_agent = live
-            .or_else(|| self.tasks.find_completed(&framework_id, &task_id))
-            .map(|task| task.agent_id.clone());
+        let known = live.or_else(|| self.tasks.find_completed(&framework_id, &task_id));
+        // An agent sends a task's updates one at a time and moves on only once the oldest is
+        // acknowledged, so the update awaiting acknowledgement is the latest agent update the
+        // master holds. Another uuid is a mistake (or a late duplicate of an update already
+        // acknowledged): refused, so that a framework acknowledging garbage learns of it.
+        // When the master's latest status is its own (no uuid, e.g. TASK_LOST after the agent
+        // went unreachable) it cannot judge, and forwards the acknowledgement to the agent,
+        // which ignores uuids it does not wait for.
+        if let Some(task) = known
+            && !task.status.uuid.is_empty()
+            && task.status.uuid != request.uuid
+        {
+            return Err(MasterError::UnknownUpdate {
+                task_id,
+                uuid: request.uuid.clone(),
+                latest: task.status.uuid.clone(),
+            });
+        }
+        let known_agent = known.map(|task| task.agent_id.clone());
         let agent_id = match known_agent {
             Some(agent_id) => agent_id,
             None => {

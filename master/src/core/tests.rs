@@ -1919,3 +1919,106 @@ fn ids_beyond_the_documented_limits_are_refused_everywhere() {
     assert!(messages_for(&harness.master.take_commands(), agent_conn).is_empty());
     assert_eq!(harness.master.state(), before, "nothing changed");
 }
+
+#[test]
+fn task_killing_reaches_only_frameworks_with_the_capability_and_is_acknowledged_for_the_others() {
+    for capable in [false, true] {
+        let mut harness = Harness::new();
+        let (_agent_id, agent_conn) = harness.register_agent("cpus:2;mem:1024");
+        let mut info = framework_info("fw", "");
+        if capable {
+            info.capabilities
+                .push(v1::FrameworkCapability::TaskKillingState as i32);
+        }
+        let framework = harness.subscribe(info);
+        let offers = offers_for(&harness.allocate(), framework.conn);
+        harness
+            .accept(
+                &framework,
+                &offer_ids(&offers),
+                vec![task("t1", "cpus:1;mem:128")],
+                Some(0.0),
+            )
+            .expect("accept");
+        harness.master.take_commands();
+        harness
+            .status_update(agent_conn, &framework.id, "t1", TaskState::TaskRunning, "u1")
+            .expect("running");
+        harness.master.take_commands();
+        harness
+            .status_update(agent_conn, &framework.id, "t1", TaskState::TaskKilling, "u2")
+            .expect("killing");
+        let commands = harness.master.take_commands();
+        let updates = updates_for(&commands, framework.conn);
+        let acks: Vec<String> = messages_for(&commands, agent_conn)
+            .into_iter()
+            .filter_map(|message| match message {
+                Message::AckStatus(ack) => Some(ack.uuid),
+                _ => None,
+            })
+            .collect();
+        if capable {
+            assert_eq!(updates.len(), 1);
+            assert_eq!(updates[0].state(), TaskState::TaskKilling);
+            assert!(acks.is_empty(), "the framework acknowledges: {acks:?}");
+        } else {
+            assert!(updates.is_empty(), "no TASK_KILLING: {updates:?}");
+            assert_eq!(acks, ["u2"], "acknowledged for the framework");
+        }
+        // Reconciliation answers TASK_RUNNING to a framework that does not know TASK_KILLING.
+        let now = harness.now();
+        harness
+            .master
+            .reconcile(
+                now,
+                v1::ReconcileRequest {
+                    header: framework.header(),
+                    tasks: Vec::new(),
+                },
+            )
+            .expect("reconcile");
+        let answers = updates_for(&harness.master.take_commands(), framework.conn);
+        let expected = if capable {
+            TaskState::TaskKilling
+        } else {
+            TaskState::TaskRunning
+        };
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].state(), expected);
+    }
+}
+
+#[test]
+fn acknowledging_a_uuid_that_is_not_the_latest_update_is_refused() {
+    let (mut harness, agent_id, agent_conn, framework) =
+        launched_task("cpus:2;mem:1024", "cpus:1;mem:128");
+    harness
+        .status_update(agent_conn, &framework.id, "t1", TaskState::TaskRunning, "u1")
+        .expect("running");
+    harness.master.take_commands();
+    let before = harness.master.state();
+    let now = harness.now();
+    let acknowledge = |uuid: &str| v1::AcknowledgeRequest {
+        header: framework.header(),
+        agent_id: agent_id.to_string(),
+        task_id: "t1".to_owned(),
+        uuid: uuid.to_owned(),
+    };
+    let result = harness.master.acknowledge(now, acknowledge("made-up"));
+    assert!(
+        matches!(result, Err(MasterError::UnknownUpdate { ref uuid, .. }) if uuid == "made-up"),
+        "{result:?}"
+    );
+    assert!(messages_for(&harness.master.take_commands(), agent_conn).is_empty());
+    assert_eq!(harness.master.state(), before);
+    // The latest update's uuid is forwarded to the agent, as before.
+    harness
+        .master
+        .acknowledge(now, acknowledge("u1"))
+        .expect("the latest update is acknowledged");
+    let forwarded = messages_for(&harness.master.take_commands(), agent_conn);
+    assert!(
+        matches!(forwarded.as_slice(), [Message::AckStatus(ack)] if ack.uuid == "u1"),
+        "{forwarded:?}"
+    );
+}
