@@ -404,7 +404,19 @@ impl Master {
         conn: ConnId,
         framework: v1::FrameworkInfo,
     ) -> Result<v1::Subscribed, MasterError> {
-        self.subscribe_impl(now, conn, framework)
+        self.subscribe_impl(now, conn, framework, false)
+    }
+
+    /// [`Master::subscribe`] with the request's `suppressed` flag: when set, the framework
+    /// starts (or, failing over, stays) suppressed and gets no offers until it revives.
+    pub fn subscribe_suppressed(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        framework: v1::FrameworkInfo,
+        suppressed: bool,
+    ) -> Result<v1::Subscribed, MasterError> {
+        self.subscribe_impl(now, conn, framework, suppressed)
     }
 
     /// The subscription stream `conn` ended; the framework's failover timer starts if it was

@@ -34,6 +34,7 @@ impl Master {
         now: Now,
         conn: ConnId,
         mut info: v1::FrameworkInfo,
+        suppressed: bool,
     ) -> Result<v1::Subscribed, MasterError> {
         validation::framework_info(&info)?;
         if !info.id.is_empty() {
@@ -76,7 +77,9 @@ impl Master {
             if let Some(framework) = self.frameworks.get_mut(&framework_id) {
                 framework.info = info.clone();
                 framework.connection = connection;
-                framework.suppressed = false;
+                // What the subscription asks for, as Mesos's `suppressed_roles`: a framework
+                // restarting does not inherit a suppression it may not remember.
+                framework.suppressed = suppressed;
             }
         } else {
             self.frameworks.frameworks.insert(
@@ -85,7 +88,7 @@ impl Master {
                     id: framework_id.clone(),
                     info: info.clone(),
                     connection,
-                    suppressed: false,
+                    suppressed,
                     allocated: Quantities::default(),
                 },
             );

@@ -2022,3 +2022,38 @@ fn acknowledging_a_uuid_that_is_not_the_latest_update_is_refused() {
         "{forwarded:?}"
     );
 }
+
+#[test]
+fn a_subscription_says_whether_the_framework_starts_suppressed_even_on_failover() {
+    let mut harness = Harness::new();
+    harness.register_agent("cpus:2;mem:1024");
+    let conn = harness.conn();
+    let now = harness.now();
+    let subscribed = harness
+        .master
+        .subscribe_suppressed(now, conn, framework_info("fw", ""), true)
+        .expect("subscribes suppressed");
+    assert!(offers_for(&harness.allocate(), conn).is_empty(), "suppressed: no offers");
+
+    // Failing over without the flag: offers resume, whatever the old stream had asked.
+    let mut info = framework_info("fw", "");
+    info.id = subscribed.framework_id.clone();
+    let failover_conn = harness.conn();
+    let now = harness.now();
+    harness
+        .master
+        .subscribe_suppressed(now, failover_conn, info.clone(), false)
+        .expect("fails over");
+    assert_eq!(offers_for(&harness.allocate(), failover_conn).len(), 1);
+
+    // Failing over with the flag keeps it suppressed.
+    let suppressed_conn = harness.conn();
+    let now = harness.now();
+    harness
+        .master
+        .subscribe_suppressed(now, suppressed_conn, info, true)
+        .expect("fails over suppressed");
+    assert!(offers_for(&harness.allocate(), suppressed_conn).is_empty());
+    let state = harness.master.state();
+    assert!(state.frameworks.iter().all(|framework| framework.suppressed));
+}
