@@ -508,7 +508,9 @@ impl Resources {
         let max_millis = to_millis(MAX_SCALAR);
         for (name, &millis) in &other.scalars {
             let held = self.scalars.get(name).copied().unwrap_or(0);
-            let total = held.checked_add(millis).filter(|&total| total <= max_millis);
+            let total = held
+                .checked_add(millis)
+                .filter(|&total| total <= max_millis);
             if total.is_none() {
                 return Err(ResourceError::TotalTooLarge {
                     name: name.as_str().to_owned(),

@@ -182,7 +182,9 @@ mod tests {
     #[test]
     fn json_content_types() {
         assert!(is_json_content_type(Some("application/json")));
-        assert!(is_json_content_type(Some("Application/JSON; charset=utf-8")));
+        assert!(is_json_content_type(Some(
+            "Application/JSON; charset=utf-8"
+        )));
         assert!(!is_json_content_type(Some("text/plain")));
         assert!(!is_json_content_type(Some("application/jsonx")));
         assert!(!is_json_content_type(None));

@@ -307,7 +307,12 @@ async fn bad_bodies_get_415_or_422_naming_the_field_and_change_nothing() -> anyh
     for (content_type, body, status, needle) in [
         ("text/plain", valid.to_owned(), 415, "application/json"),
         ("", valid.to_owned(), 415, "application/json"),
-        ("application/json", format!("{valid} trailing garbage"), 422, "malformed JSON"),
+        (
+            "application/json",
+            format!("{valid} trailing garbage"),
+            422,
+            "malformed JSON",
+        ),
         (
             "application/json",
             r#"{"id":"strict","run":{"cmd":"true","cpus":0.1,"mem":0}}"#.to_owned(),
@@ -331,7 +336,11 @@ async fn bad_bodies_get_415_or_422_naming_the_field_and_change_nothing() -> anyh
         let text = response.text().await?;
         assert_eq!(got, status, "{content_type}: {text}");
         assert!(text.contains(needle), "{needle:?} missing from {text}");
-        assert!(text.len() < 2_000, "the error does not echo the body: {}", text.len());
+        assert!(
+            text.len() < 2_000,
+            "the error does not echo the body: {}",
+            text.len()
+        );
     }
     let (status, jobs) = request(cluster.api(), "GET", "/v1/jobs", None).await?;
     assert_eq!(status, 200);

@@ -174,7 +174,10 @@ fn malformed_resource_string_names_the_fragment() {
 async fn raw_client(
     cluster: &TestCluster,
     framework: &TestFramework,
-) -> anyhow::Result<(SchedulerServiceClient<tonic::transport::Channel>, v1::CallHeader)> {
+) -> anyhow::Result<(
+    SchedulerServiceClient<tonic::transport::Channel>,
+    v1::CallHeader,
+)> {
     let channel = tonic::transport::Endpoint::from_shared(cluster.master_url())?
         .connect()
         .await?;
@@ -220,9 +223,17 @@ async fn out_of_range_numbers_ids_and_minimums_are_refused_over_grpc() -> anyhow
         ..Default::default()
     });
     let mut overflowing = base.clone();
-    overflowing.resources = vec![scalar("cpus", 1e18), scalar("cpus", 1e18), scalar("mem", 32.0)];
+    overflowing.resources = vec![
+        scalar("cpus", 1e18),
+        scalar("cpus", 1e18),
+        scalar("mem", 32.0),
+    ];
     let mut summing = base.clone();
-    summing.resources = vec![scalar("cpus", 6e11), scalar("cpus", 6e11), scalar("mem", 32.0)];
+    summing.resources = vec![
+        scalar("cpus", 6e11),
+        scalar("cpus", 6e11),
+        scalar("mem", 32.0),
+    ];
     let mut long_id = base.clone();
     long_id.task_id = "t".repeat(70_000);
     let mut no_mem = base.clone();
@@ -230,10 +241,22 @@ async fn out_of_range_numbers_ids_and_minimums_are_refused_over_grpc() -> anyhow
     let mut no_cpus = base.clone();
     no_cpus.resources = vec![scalar("cpus", 0.0), scalar("mem", 32.0)];
     for (task, field, reason) in [
-        (absurd_grace, "kill_grace_period_seconds", "at most 31536000"),
-        (absurd_health, "health_check.interval_seconds", "at most 31536000"),
+        (
+            absurd_grace,
+            "kill_grace_period_seconds",
+            "at most 31536000",
+        ),
+        (
+            absurd_health,
+            "health_check.interval_seconds",
+            "at most 31536000",
+        ),
         (overflowing, "resources", "exceeds the maximum"),
-        (summing, "resources", "cpus total 1.2e12 exceeds the maximum 1e12"),
+        (
+            summing,
+            "resources",
+            "cpus total 1.2e12 exceeds the maximum 1e12",
+        ),
         (long_id, "task_id", "at most 255 bytes, got 70000"),
         (no_mem, "resources", "mem must be at least 6 MiB"),
         (no_cpus, "resources", "cpus must be at least 0.01"),
@@ -273,7 +296,10 @@ async fn out_of_range_numbers_ids_and_minimums_are_refused_over_grpc() -> anyhow
         .await
         .expect_err("an absurd grace period must be refused");
     assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
-    assert!(error.message().contains("grace_period_seconds"), "{error:?}");
+    assert!(
+        error.message().contains("grace_period_seconds"),
+        "{error:?}"
+    );
 
     // Decline with refuse_seconds 1e308.
     let error = client
@@ -287,7 +313,10 @@ async fn out_of_range_numbers_ids_and_minimums_are_refused_over_grpc() -> anyhow
         .await
         .expect_err("an absurd refuse_seconds must be refused");
     assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
-    assert!(error.message().contains("filters.refuse_seconds"), "{error:?}");
+    assert!(
+        error.message().contains("filters.refuse_seconds"),
+        "{error:?}"
+    );
 
     // Subscribe with an absurd failover timeout, or a 70,000-byte name.
     for (info, field) in [

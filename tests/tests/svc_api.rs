@@ -247,13 +247,15 @@ async fn a_sigkilled_daemon_comes_back_with_the_same_instances_and_no_duplicates
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bad_app_bodies_get_415_or_422_naming_the_field_and_change_nothing() -> anyhow::Result<()>
-{
+async fn bad_app_bodies_get_415_or_422_naming_the_field_and_change_nothing() -> anyhow::Result<()> {
     let svc = SvcCluster::start(RuntimeKind::Process, 1, 1.0).await?;
     let http = reqwest::Client::new();
     let url = format!("{}/v2/apps", svc.url());
     let valid = r#"{ "id": "/strict", "cmd": "sleep 600", "cpus": 0.1, "mem": 16 }"#;
-    let long_id = format!(r#"{{ "id": "/{}", "cmd": "sleep 600" }}"#, "a".repeat(70_000));
+    let long_id = format!(
+        r#"{{ "id": "/{}", "cmd": "sleep 600" }}"#,
+        "a".repeat(70_000)
+    );
     for (content_type, body, status, needle) in [
         ("text/plain", valid.to_owned(), 415, "application/json"),
         ("", valid.to_owned(), 415, "application/json"),
@@ -294,7 +296,11 @@ async fn bad_app_bodies_get_415_or_422_naming_the_field_and_change_nothing() -> 
         let text = response.text().await?;
         assert_eq!(got, status, "{content_type}: {text}");
         assert!(text.contains(needle), "{needle:?} missing from {text}");
-        assert!(text.len() < 2_000, "the error does not echo the body: {}", text.len());
+        assert!(
+            text.len() < 2_000,
+            "the error does not echo the body: {}",
+            text.len()
+        );
     }
     let apps = svc.get("/v2/apps").await?;
     assert_eq!(apps["apps"], serde_json::json!([]), "nothing was created");

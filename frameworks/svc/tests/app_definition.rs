@@ -130,10 +130,26 @@ fn each_rule_reports_its_path() {
             "/cpus",
             "between 0.01",
         ),
-        (json!({"id": "/a", "cmd": "x", "mem": -1}), "/mem", "between 6"),
-        (json!({"id": "/a", "cmd": "x", "mem": 0}), "/mem", "between 6"),
-        (json!({"id": "/a", "cmd": "x", "mem": 5}), "/mem", "between 6"),
-        (json!({"id": "/a", "cmd": "x", "disk": -1}), "/disk", "between 0"),
+        (
+            json!({"id": "/a", "cmd": "x", "mem": -1}),
+            "/mem",
+            "between 6",
+        ),
+        (
+            json!({"id": "/a", "cmd": "x", "mem": 0}),
+            "/mem",
+            "between 6",
+        ),
+        (
+            json!({"id": "/a", "cmd": "x", "mem": 5}),
+            "/mem",
+            "between 6",
+        ),
+        (
+            json!({"id": "/a", "cmd": "x", "disk": -1}),
+            "/disk",
+            "between 0",
+        ),
         (
             json!({"id": "/a", "cmd": "x", "cpus": 1e18}),
             "/cpus",
@@ -517,7 +533,10 @@ fn scale_is_not_an_upgrade() {
 
 #[test]
 fn the_longest_app_id_leaves_room_for_its_task_ids() {
-    let longest = format!("/{}", "a".repeat(agora_proto::limits::MAX_DERIVING_ID_LEN - 1));
+    let longest = format!(
+        "/{}",
+        "a".repeat(agora_proto::limits::MAX_DERIVING_ID_LEN - 1)
+    );
     let parsed = parse(json!({"id": longest, "cmd": "x"})).expect("the longest id is valid");
     let task_id = format!(
         "{}.{}",
@@ -526,5 +545,9 @@ fn the_longest_app_id_leaves_room_for_its_task_ids() {
     );
     assert_eq!(agora_proto::limits::check_id(&task_id), Ok(()));
     let too_long = format!("/{}", "a".repeat(agora_proto::limits::MAX_DERIVING_ID_LEN));
-    assert_error_at(&errors(json!({"id": too_long, "cmd": "x"})), "/id", "at most 200");
+    assert_error_at(
+        &errors(json!({"id": too_long, "cmd": "x"})),
+        "/id",
+        "at most 200",
+    );
 }

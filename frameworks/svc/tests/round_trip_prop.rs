@@ -131,7 +131,11 @@ fn container(bridge: bool) -> impl Strategy<Value = Option<Container>> {
     )
         .prop_map(move |(mesos, docker, port_mappings, volumes)| {
             // Volumes need an image to be mounted into.
-            let volumes = if docker.is_some() { volumes } else { Vec::new() };
+            let volumes = if docker.is_some() {
+                volumes
+            } else {
+                Vec::new()
+            };
             if !bridge && docker.is_none() && volumes.is_empty() {
                 return None;
             }

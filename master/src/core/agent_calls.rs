@@ -445,6 +445,7 @@ impl Master {
         now: Now,
         agent_id: &AgentId,
     ) -> Result<(), MasterError> {
+        validation::id("agent_id", agent_id.as_str())?;
         let Some(agent) = self.agents.get(agent_id) else {
             return Err(MasterError::UnknownAgent(agent_id.clone()));
         };

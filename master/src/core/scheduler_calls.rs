@@ -505,7 +505,10 @@ impl Master {
                     }
                 }
                 needed.checked_add(&resources).map_err(|error| {
-                    invalid("operations", format!("the tasks of this call together: {error}"))
+                    invalid(
+                        "operations",
+                        format!("the tasks of this call together: {error}"),
+                    )
                 })?;
                 valid.push(ValidTask {
                     info: info.clone(),

@@ -833,7 +833,10 @@ fn accept_asking_for_more_than_offered_is_refused_with_task_error_and_changes_no
             vec![task("a", "cpus:1;mem:128"), task("b", "cpus:1.5;mem:128")],
             None,
         ),
-        (vec![task("port", "cpus:1;mem:32;ports:[32000-32000]")], None),
+        (
+            vec![task("port", "cpus:1;mem:32;ports:[32000-32000]")],
+            None,
+        ),
         (
             vec![
                 task("p1", "cpus:0.5;mem:32;ports:[31000-31000]"),
@@ -990,7 +993,12 @@ fn accept_of_another_frameworks_offer_is_an_unknown_offer() {
         (&first, &second)
     };
     let offers = offers_for(&commands, holder.conn);
-    let result = harness.accept(other, &offer_ids(&offers), vec![task("t", "cpus:1;mem:32")], None);
+    let result = harness.accept(
+        other,
+        &offer_ids(&offers),
+        vec![task("t", "cpus:1;mem:32")],
+        None,
+    );
     assert_eq!(
         result,
         Err(MasterError::UnknownOffer(OfferId::new(
@@ -1601,7 +1609,10 @@ fn assert_invalid<T: std::fmt::Debug>(result: Result<T, MasterError>, field: &st
                 got_reason.contains(reason),
                 "{got_field}: {got_reason:?} should mention {reason:?}"
             );
-            assert!(got_reason.len() < 300, "error echoes too much: {got_reason}");
+            assert!(
+                got_reason.len() < 300,
+                "error echoes too much: {got_reason}"
+            );
         }
         other => panic!("expected {field} to be refused ({reason}), got {other:?}"),
     }
@@ -1632,7 +1643,10 @@ fn kill_with_an_absurd_grace_period_is_refused_and_changes_nothing() {
         );
         assert_invalid(result, "grace_period_seconds", "");
         let commands = harness.master.take_commands();
-        assert!(messages_for(&commands, agent_conn).is_empty(), "no KillTask sent");
+        assert!(
+            messages_for(&commands, agent_conn).is_empty(),
+            "no KillTask sent"
+        );
         assert_eq!(harness.master.state(), before);
     }
 }
@@ -1652,7 +1666,9 @@ fn accept_with_out_of_range_durations_is_refused_and_changes_nothing() {
             (|check: &mut v1::HealthCheck| check.grace_period_seconds = 1e308)
                 as fn(&mut v1::HealthCheck),
         ),
-        ("interval_seconds", |check| check.interval_seconds = f64::NAN),
+        ("interval_seconds", |check| {
+            check.interval_seconds = f64::NAN
+        }),
         ("timeout_seconds", |check| check.timeout_seconds = -1.0),
         ("delay_seconds", |check| check.delay_seconds = f64::INFINITY),
     ] {
@@ -1670,10 +1686,7 @@ fn accept_with_out_of_range_durations_is_refused_and_changes_nothing() {
         }],
         ..Default::default()
     });
-    cases.push((
-        bad_port,
-        field("container.port_mappings[0].container_port"),
-    ));
+    cases.push((bad_port, field("container.port_mappings[0].container_port")));
     for (info, expected_field) in cases {
         let result = harness.accept(
             &framework,
@@ -1698,7 +1711,11 @@ fn accept_with_out_of_range_durations_is_refused_and_changes_nothing() {
     let result = harness.decline(&framework, &offer_ids(&[offer]), Some(1e308));
     assert_invalid(result, "filters.refuse_seconds", "at most");
     harness.master.take_commands();
-    assert_eq!(harness.master.state(), before, "the offer is still outstanding");
+    assert_eq!(
+        harness.master.state(),
+        before,
+        "the offer is still outstanding"
+    );
 }
 
 #[test]
@@ -1749,11 +1766,19 @@ fn resources_that_would_overflow_are_refused_at_accept_and_registration() {
     let before = harness.master.state();
     for (resources, reason) in [
         (
-            vec![scalar("cpus", 1e18), scalar("cpus", 1e18), scalar("mem", 128.0)],
+            vec![
+                scalar("cpus", 1e18),
+                scalar("cpus", 1e18),
+                scalar("mem", 128.0),
+            ],
             "exceeds the maximum",
         ),
         (
-            vec![scalar("cpus", 6e11), scalar("cpus", 6e11), scalar("mem", 128.0)],
+            vec![
+                scalar("cpus", 6e11),
+                scalar("cpus", 6e11),
+                scalar("mem", 128.0),
+            ],
             "cpus total 1.2e12 exceeds the maximum 1e12",
         ),
     ] {
@@ -1942,11 +1967,23 @@ fn task_killing_reaches_only_frameworks_with_the_capability_and_is_acknowledged_
             .expect("accept");
         harness.master.take_commands();
         harness
-            .status_update(agent_conn, &framework.id, "t1", TaskState::TaskRunning, "u1")
+            .status_update(
+                agent_conn,
+                &framework.id,
+                "t1",
+                TaskState::TaskRunning,
+                "u1",
+            )
             .expect("running");
         harness.master.take_commands();
         harness
-            .status_update(agent_conn, &framework.id, "t1", TaskState::TaskKilling, "u2")
+            .status_update(
+                agent_conn,
+                &framework.id,
+                "t1",
+                TaskState::TaskKilling,
+                "u2",
+            )
             .expect("killing");
         let commands = harness.master.take_commands();
         let updates = updates_for(&commands, framework.conn);
@@ -1993,7 +2030,13 @@ fn acknowledging_a_uuid_that_is_not_the_latest_update_is_refused() {
     let (mut harness, agent_id, agent_conn, framework) =
         launched_task("cpus:2;mem:1024", "cpus:1;mem:128");
     harness
-        .status_update(agent_conn, &framework.id, "t1", TaskState::TaskRunning, "u1")
+        .status_update(
+            agent_conn,
+            &framework.id,
+            "t1",
+            TaskState::TaskRunning,
+            "u1",
+        )
         .expect("running");
     harness.master.take_commands();
     let before = harness.master.state();
@@ -2033,7 +2076,10 @@ fn a_subscription_says_whether_the_framework_starts_suppressed_even_on_failover(
         .master
         .subscribe_suppressed(now, conn, framework_info("fw", ""), true)
         .expect("subscribes suppressed");
-    assert!(offers_for(&harness.allocate(), conn).is_empty(), "suppressed: no offers");
+    assert!(
+        offers_for(&harness.allocate(), conn).is_empty(),
+        "suppressed: no offers"
+    );
 
     // Failing over without the flag: offers resume, whatever the old stream had asked.
     let mut info = framework_info("fw", "");
@@ -2055,5 +2101,10 @@ fn a_subscription_says_whether_the_framework_starts_suppressed_even_on_failover(
         .expect("fails over suppressed");
     assert!(offers_for(&harness.allocate(), suppressed_conn).is_empty());
     let state = harness.master.state();
-    assert!(state.frameworks.iter().all(|framework| framework.suppressed));
+    assert!(
+        state
+            .frameworks
+            .iter()
+            .all(|framework| framework.suppressed)
+    );
 }

@@ -411,7 +411,10 @@ mod tests {
         assert_eq!(error.errors[0].path, "/", "{error}");
         assert!(error.errors[0].reason.contains("malformed JSON"), "{error}");
         let error = parse_job(br#"{"id":"a","run":{"cmd":"x"}}{"id":"b"}"#).unwrap_err();
-        assert!(error.errors[0].reason.contains("after the job object"), "{error}");
+        assert!(
+            error.errors[0].reason.contains("after the job object"),
+            "{error}"
+        );
         assert!(parse_job(b"{\"id\":\"a\",\"run\":{\"cmd\":\"x\"}}\n  ").is_ok());
     }
 
@@ -447,7 +450,11 @@ mod tests {
         let longest = "j".repeat(limits::MAX_DERIVING_ID_LEN);
         let body = format!(r#"{{"id":"{longest}","run":{{"cmd":"x"}}}}"#);
         assert!(parse_job(body.as_bytes()).is_ok());
-        let task_id = crate::core::task_id_for(&JobId::new(&longest), crate::core::RunId(u64::MAX), u32::MAX);
+        let task_id = crate::core::task_id_for(
+            &JobId::new(&longest),
+            crate::core::RunId(u64::MAX),
+            u32::MAX,
+        );
         assert_eq!(agora_proto::limits::check_id(&task_id), Ok(()));
         let body = format!(r#"{{"id":"{longest}j","run":{{"cmd":"x"}}}}"#);
         let error = parse_job(body.as_bytes()).unwrap_err();

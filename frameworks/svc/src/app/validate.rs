@@ -201,7 +201,10 @@ impl AppDefinition {
                 format!("{base}/timeoutSeconds"),
                 u64::from(health.timeout_seconds),
             );
-            check(format!("{base}/delaySeconds"), u64::from(health.delay_seconds));
+            check(
+                format!("{base}/delaySeconds"),
+                u64::from(health.delay_seconds),
+            );
         }
     }
 
@@ -213,7 +216,11 @@ impl AppDefinition {
         let has_image = self.docker_image().is_some();
         for (index, volume) in container.volumes.iter().enumerate() {
             let base = format!("/container/volumes/{index}");
-            if volume.host_path.as_deref().is_none_or(|path| path.trim().is_empty()) {
+            if volume
+                .host_path
+                .as_deref()
+                .is_none_or(|path| path.trim().is_empty())
+            {
                 errors.push(
                     format!("{base}/hostPath"),
                     "is required: only host bind mounts are supported (no persistent or external volumes)",

@@ -382,7 +382,11 @@ pub fn task_builder(app: &AppDefinition, task_id: &str, config_version: &str) ->
     // Passed through, never dropped: the agent's policy (--allow-privileged, its host-path
     // policy) decides whether the container may have them, and fails the task if not.
     if let Some(container) = &app.container {
-        if container.docker.as_ref().is_some_and(|docker| docker.privileged) {
+        if container
+            .docker
+            .as_ref()
+            .is_some_and(|docker| docker.privileged)
+        {
             builder = builder.privileged(true);
         }
         for volume in &container.volumes {
@@ -391,10 +395,8 @@ pub fn task_builder(app: &AppDefinition, task_id: &str, config_version: &str) ->
                     crate::app::VolumeMode::ReadOnly => ":ro",
                     crate::app::VolumeMode::ReadWrite => "",
                 };
-                builder = builder.volume(format!(
-                    "{host_path}:{}{read_only}",
-                    volume.container_path
-                ));
+                builder =
+                    builder.volume(format!("{host_path}:{}{read_only}", volume.container_path));
             }
         }
     }
