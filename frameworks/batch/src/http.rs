@@ -47,16 +47,16 @@ fn error_body(status: StatusCode, message: &str, errors: &[FieldError]) -> Respo
         .into_response()
 }
 
-/// 415 unless the request declares a JSON body, as Marathon answers: a body sent as form
+/// The 415 answer unless the request declares a JSON body, as Marathon answers: a body sent as form
 /// data or text is refused before it is read rather than parsed by guesswork.
-fn require_json(headers: &HeaderMap) -> Result<(), Response> {
+fn json_refusal(headers: &HeaderMap) -> Option<Response> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok());
     if agora_proto::is_json_content_type(content_type) {
-        return Ok(());
+        return None;
     }
-    Err(error_body(
+    Some(error_body(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         &format!(
             "the body must be JSON sent with Content-Type: application/json, got {}",
@@ -109,7 +109,7 @@ async fn list_jobs(State(state): State<ApiState>) -> Response {
 }
 
 async fn create_job(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(refused) = require_json(&headers) {
+    if let Some(refused) = json_refusal(&headers) {
         return refused;
     }
     let parsed = match parse_job(&body) {
@@ -157,7 +157,7 @@ async fn update_job(
         Ok(job_id) => job_id,
         Err(error) => return api_error(error),
     };
-    if let Err(refused) = require_json(&headers) {
+    if let Some(refused) = json_refusal(&headers) {
         return refused;
     }
     let parsed = match parse_job(&body) {

@@ -53,16 +53,16 @@ fn message(status: StatusCode, text: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "message": text.into() }))).into_response()
 }
 
-/// 415 unless the request declares a JSON body, as Marathon answers: a body sent as form
+/// The 415 answer unless the request declares a JSON body, as Marathon answers: a body sent as form
 /// data or text is refused before it is read rather than parsed by guesswork.
-fn require_json(headers: &HeaderMap) -> Result<(), Response> {
+fn json_refusal(headers: &HeaderMap) -> Option<Response> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok());
     if agora_proto::is_json_content_type(content_type) {
-        return Ok(());
+        return None;
     }
-    Err(message(
+    Some(message(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         format!(
             "the body must be JSON sent with Content-Type: application/json, got {}",
@@ -259,7 +259,7 @@ fn parse_app(value: &Value) -> Result<ParsedApp, AppJsonError> {
 }
 
 async fn create_app(State(core): State<CoreHandle>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(refused) = require_json(&headers) {
+    if let Some(refused) = json_refusal(&headers) {
         return refused;
     }
     let parsed = match parse_body(&body).and_then(|value| parse_app(&value)) {
@@ -298,7 +298,7 @@ async fn create_group(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = require_json(&headers) {
+    if let Some(refused) = json_refusal(&headers) {
         return refused;
     }
     let value = match parse_body(&body) {
@@ -442,7 +442,7 @@ async fn app_resource(
             }
         }
         (Method::PUT, []) => {
-            if let Err(refused) = require_json(&headers) {
+            if let Some(refused) = json_refusal(&headers) {
                 return refused;
             }
             let partial = query

@@ -1722,7 +1722,8 @@ fn accept_with_out_of_range_durations_is_refused_and_changes_nothing() {
 fn subscribe_with_an_absurd_failover_timeout_or_oversized_fields_is_refused() {
     let mut harness = Harness::new();
     let before = harness.master.state();
-    let cases: Vec<(fn(&mut v1::FrameworkInfo), &str, &str)> = vec![
+    type Case = (fn(&mut v1::FrameworkInfo), &'static str, &'static str);
+    let cases: Vec<Case> = vec![
         (
             |info| info.failover_timeout_seconds = 1e308,
             "framework.failover_timeout_seconds",
