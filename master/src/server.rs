@@ -95,7 +95,7 @@ pub struct MasterSettings {
     /// burst of updates that a healthy framework drains a moment later.
     pub stream_buffer: usize,
     /// Connection timeouts and limits of the port: a connection silent for 10 s, or an
-    /// HTTP/1 request head slower than 10 s, is closed, so half-open connections cannot
+    /// HTTP/1 request head slower than 30 s, is closed, so half-open connections cannot
     /// starve the master.
     pub serve_limits: agora_proto::ServeLimits,
 }

@@ -60,13 +60,15 @@ pub struct ServeLimits {
 }
 
 impl Default for ServeLimits {
-    /// 10 s for a first byte and for a request head (nginx's `client_header_timeout` is
-    /// 60 s; our clients are programs on the same network), pings every 30 s answered within
-    /// 20 s, and 50,000 connections (room for tens of thousands of agents and frameworks).
+    /// 10 s for a first byte (clients are programs that write as soon as they connect), 30 s
+    /// for a request head and between kept-alive requests (hyper's default; shorter would
+    /// race clients' connection pools, which keep idle connections for up to 90 s), pings
+    /// every 30 s answered within 20 s, and 50,000 connections (room for tens of thousands
+    /// of agents and frameworks).
     fn default() -> Self {
         Self {
             first_byte_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(20),
             max_connections: 50_000,

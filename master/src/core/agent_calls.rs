@@ -81,9 +81,10 @@ impl Master {
             let Some(info) = &agent_task.task else {
                 return Err(invalid(format!("tasks[{index}].task"), "is required"));
             };
-            // The same checks as at launch, except the minimums: a task launched before
-            // they existed is adopted as it is, not refused.
-            validation::task_info(&format!("tasks[{index}].task"), info)?;
+            // Only what the master keys and sums by is checked: a task launched before a
+            // limit existed (a longer label, no minimum mem) is adopted as it is, since
+            // refusing the whole re-registration would strand every task of the agent.
+            validation::id(&format!("tasks[{index}].task.task_id"), &info.task_id)?;
             let resources = Resources::from_proto(&info.resources).map_err(|error| {
                 invalid(format!("tasks[{index}].task.resources"), error.to_string())
             })?;
