@@ -231,6 +231,9 @@ pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
         id: core.framework_id().unwrap_or_default().to_owned(),
         name: settings.framework_name.clone(),
         failover_timeout_seconds: settings.failover_timeout_seconds,
+        // Instances show TASK_KILLING while their grace period runs (as Marathon's do); the
+        // master sends it only to frameworks that declare they understand it.
+        capabilities: vec![v1::FrameworkCapability::TaskKillingState as i32],
         ..Default::default()
     };
     let mut driver_config = DriverConfig::new(settings.master_url.clone(), framework);
