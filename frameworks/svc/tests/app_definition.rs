@@ -151,6 +151,11 @@ fn each_rule_reports_its_path() {
             "between 0",
         ),
         (
+            json!({"id": "/a", "cmd": "x", "instances": 4_000_000_000u32}),
+            "/instances",
+            "at most 1000000",
+        ),
+        (
             json!({"id": "/a", "cmd": "x", "cpus": 1e18}),
             "/cpus",
             "and 1e12, got 1e18",

@@ -9,6 +9,9 @@ use agora_proto::{MAX_SCALAR, limits};
 
 use super::definition::{AppDefinition, HealthCheckProtocol, NetworkMode};
 
+/// Most instances one app may ask for (ten times the largest deployment benchmarked).
+pub const MAX_INSTANCES: u32 = 1_000_000;
+
 /// The errors found at one JSON pointer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldErrors {
@@ -97,6 +100,7 @@ impl AppDefinition {
         self.validate_command(&mut errors);
         self.validate_resources(&mut errors);
         self.validate_durations(&mut errors);
+        self.validate_instances(&mut errors);
         self.validate_container_options(&mut errors);
         self.validate_networking(&mut errors);
         self.validate_health_checks(&mut errors);
@@ -168,6 +172,17 @@ impl AppDefinition {
                     ),
                 );
             }
+        }
+    }
+
+    fn validate_instances(&self, errors: &mut ValidationErrors) {
+        // Every instance is a record in memory and in the store: a typo of 4 billion
+        // instances must not exhaust the daemon.
+        if self.instances > MAX_INSTANCES {
+            errors.push(
+                "/instances",
+                format!("must be at most {MAX_INSTANCES}, got {}", self.instances),
+            );
         }
     }
 
