@@ -306,3 +306,33 @@ async fn bad_app_bodies_get_415_or_422_naming_the_field_and_change_nothing() -> 
     assert_eq!(apps["apps"], serde_json::json!([]), "nothing was created");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_answers_while_300_half_open_connections_are_held() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+
+    let svc = SvcCluster::start(RuntimeKind::Process, 1, 1.0).await?;
+    let address = svc.url().trim_start_matches("http://").to_owned();
+    let mut held = Vec::with_capacity(300);
+    for index in 0..300 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await?;
+        if index % 2 == 0 {
+            // Half a request head; the others send nothing at all.
+            stream
+                .write_all(b"POST /v2/apps HTTP/1.1\r\nHost: x")
+                .await?;
+        }
+        held.push(stream);
+    }
+    let health = tokio::time::timeout(
+        Duration::from_secs(5),
+        reqwest::Client::new()
+            .get(format!("{}/health", svc.url()))
+            .send(),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("/health did not answer while 300 connections were held"))??;
+    assert_eq!(health.status(), 200);
+    drop(held);
+    Ok(())
+}
