@@ -89,6 +89,8 @@ pub(crate) enum Request {
     Subscribe {
         conn: ConnId,
         framework: v1::FrameworkInfo,
+        /// Start suppressed (`SubscribeRequest.suppressed`).
+        suppressed: bool,
         link: ConnLink<v1::Event>,
         reply: oneshot::Sender<Result<v1::Subscribed, MasterError>>,
     },
@@ -299,11 +301,14 @@ impl Actor {
             Request::Subscribe {
                 conn,
                 framework,
+                suppressed,
                 link,
                 reply,
             } => {
                 self.connections.insert(conn, Connection::Framework(link));
-                let result = self.master.subscribe(now, conn, framework);
+                let result = self
+                    .master
+                    .subscribe_suppressed(now, conn, framework, suppressed);
                 if result.is_err() {
                     self.connections.remove(&conn);
                 }

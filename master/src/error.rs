@@ -50,7 +50,8 @@ pub fn status_from_master_error(error: &MasterError) -> tonic::Status {
         MasterError::UnknownFramework(_)
         | MasterError::UnknownOffer(_)
         | MasterError::UnknownAgent(_)
-        | MasterError::UnknownTask(_) => tonic::Status::not_found(message),
+        | MasterError::UnknownTask(_)
+        | MasterError::UnknownUpdate { .. } => tonic::Status::not_found(message),
         MasterError::InvalidField { .. } | MasterError::InsufficientResources { .. } => {
             tonic::Status::invalid_argument(message)
         }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use agora_proto::v1::agent_service_server::AgentServiceServer;
 use agora_proto::v1::operator_service_server::OperatorServiceServer;
 use agora_proto::v1::scheduler_service_server::SchedulerServiceServer;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -95,6 +94,10 @@ pub struct MasterSettings {
     /// A framework's event stream gets 16 times as much: one deploy of many tasks sends a
     /// burst of updates that a healthy framework drains a moment later.
     pub stream_buffer: usize,
+    /// Connection timeouts and limits of the port: a connection silent for 10 s, or an
+    /// HTTP/1 request head slower than 30 s, is closed, so half-open connections cannot
+    /// starve the master.
+    pub serve_limits: agora_proto::ServeLimits,
 }
 
 impl MasterSettings {
@@ -106,6 +109,10 @@ impl MasterSettings {
             core: MasterConfig::default(),
             store: StoreSpec::Redb,
             stream_buffer: 4096,
+            serve_limits: agora_proto::ServeLimits {
+                shutdown_grace: SHUTDOWN_GRACE,
+                ..agora_proto::ServeLimits::default()
+            },
         }
     }
 }
@@ -277,18 +284,16 @@ pub async fn spawn(settings: MasterSettings) -> Result<MasterHandle, MasterStart
         .merge(grpc_routes.into_axum_router())
         .fallback(crate::http::not_found);
 
-    let listener = listener.tap_io(|tcp| {
-        // gRPC streams carry small messages; do not let Nagle delay them.
-        let _ = tcp.set_nodelay(true);
-    });
     let serve_shutdown = shutdown.clone();
-    // Turned into a service once: serving the `Router` itself would rebuild its route table
-    // for every connection (about 4.6 KiB kept per connection, i.e. per agent).
-    let app = app.into_make_service();
+    let serve_limits = settings.serve_limits;
     let server_task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(serve_shutdown.cancelled_owned())
-            .await
+        agora_proto::serve(
+            listener,
+            app,
+            serve_limits,
+            serve_shutdown.cancelled_owned(),
+        )
+        .await
     });
     tracing::info!(address = %local_addr, "master listening (grpc and http)");
 

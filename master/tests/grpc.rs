@@ -180,6 +180,7 @@ async fn framework_subscribes_and_gets_offers() {
 
     let mut events = SchedulerServiceClient::new(channel(&master).await)
         .subscribe(v1::SubscribeRequest {
+            suppressed: false,
             framework: Some(v1::FrameworkInfo {
                 name: "smoke".to_owned(),
                 role: "*".to_owned(),
@@ -238,6 +239,7 @@ async fn dropping_the_event_stream_disconnects_the_framework() {
     let master = start_master(dir.path()).await;
     let mut events = SchedulerServiceClient::new(channel(&master).await)
         .subscribe(v1::SubscribeRequest {
+            suppressed: false,
             framework: Some(v1::FrameworkInfo {
                 name: "leaver".to_owned(),
                 failover_timeout_seconds: 60.0,

@@ -129,3 +129,58 @@ async fn many_masters_run_side_by_side_and_restart_on_their_work_dir() {
     assert_eq!(http_get(&again, "/health").await.status, 200);
     again.shutdown().await.unwrap();
 }
+
+/// 300 connections that never send a byte, and 300 that send half a request head, are held
+/// open while `/health` is asked for: it still answers at once, and the server closes the
+/// silent and the slow connections after its first-byte and header-read timeouts.
+#[tokio::test]
+async fn health_answers_while_hundreds_of_half_open_connections_are_held_and_they_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.serve_limits.first_byte_timeout = Duration::from_secs(2);
+    settings.serve_limits.header_read_timeout = Duration::from_secs(2);
+    let master = agora_master::spawn(settings).await.expect("master starts");
+
+    let mut silent = Vec::with_capacity(300);
+    let mut half_headers = Vec::with_capacity(300);
+    for _ in 0..300 {
+        silent.push(
+            tokio::net::TcpStream::connect(master.local_addr())
+                .await
+                .unwrap(),
+        );
+        let mut slow = tokio::net::TcpStream::connect(master.local_addr())
+            .await
+            .unwrap();
+        slow.write_all(b"GET /health HTTP/1.1\r\nHost: loc")
+            .await
+            .unwrap();
+        half_headers.push(slow);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(5), http_get(&master, "/health"))
+        .await
+        .expect("/health answers while 600 connections are half open");
+    assert_eq!(response.status, 200);
+
+    // Every one of them is closed by the server (read returns EOF or an error), within the
+    // timeouts plus slack; without the timeouts these reads would never finish.
+    for mut stream in silent.into_iter().chain(half_headers) {
+        let mut buffer = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    // A 408 answer to the half-sent head may come first; then EOF.
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a half-open connection was left open");
+    }
+    let response = http_get(&master, "/health").await;
+    assert_eq!(response.status, 200);
+    master.shutdown().await.unwrap();
+}

@@ -1,4 +1,5 @@
-//! Id newtypes, so an agent id can never be passed where a task id is expected.
+//! Id newtypes, so an agent id can never be passed where a task id is expected. What a valid
+//! id looks like (length, characters) is [`crate::limits::check_id`]'s to say.
 
 use std::fmt;
 
@@ -90,7 +91,8 @@ id_newtype!(
     "offer"
 );
 id_newtype!(
-    /// Identifies a task; chosen by the framework, unique within it.
+    /// Identifies a task; chosen by the framework, unique among its live tasks, at most
+    /// [`crate::limits::MAX_ID_LEN`] bytes (see [`crate::limits::check_id`]).
     TaskId,
     "task"
 );

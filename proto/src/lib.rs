@@ -3,11 +3,14 @@
 
 mod codec;
 mod ids;
+pub mod limits;
 mod resources;
+mod serve;
 mod states;
 
 pub use ids::{AgentId, FrameworkId, OfferId, StreamId, TaskId};
-pub use resources::{CPUS, DISK, GPUS, MEM, PORTS, RangeSet, ResourceError, Resources};
+pub use resources::{CPUS, DISK, GPUS, MAX_SCALAR, MEM, PORTS, RangeSet, ResourceError, Resources};
+pub use serve::{ServeLimits, is_json_content_type, serve};
 pub use states::{is_terminal, now_seconds};
 
 /// Generated code for package `agora.v1`.

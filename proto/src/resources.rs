@@ -23,6 +23,12 @@ pub const GPUS: &str = "gpus";
 
 const MILLIS_PER_UNIT: f64 = 1000.0;
 
+/// Largest value of any one scalar resource (cpus, mem, disk, gpus, custom), in units, on one
+/// agent, task or offer: 10^12 (a trillion cores, or an exbibyte of memory in MiB). In
+/// thousandths that is 10^15, so even the sum over nine thousand agents of the largest
+/// allowed size stays below `i64::MAX`; aggregates beyond that saturate instead of wrapping.
+pub const MAX_SCALAR: f64 = 1e12;
+
 /// A resource name, shared: copying resources (which the master does for every offer and
 /// task) never copies their names, and the well-known names exist once per process.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -83,12 +89,28 @@ pub enum ResourceError {
     #[error("resource name must not be empty")]
     EmptyName,
     /// A scalar is negative, NaN or infinite.
-    #[error("resource {name:?}: scalar must be a finite, non-negative number, got {value}")]
+    #[error("resource {name:?}: scalar must be a finite, non-negative number, got {}", crate::limits::display_number(*.value))]
     InvalidScalar {
         /// Resource name.
         name: String,
         /// The rejected value.
         value: f64,
+    },
+    /// A scalar is larger than [`MAX_SCALAR`].
+    #[error("resource {name:?}: scalar {} exceeds the maximum {max:e}", crate::limits::display_number(*.value), max = MAX_SCALAR)]
+    ScalarTooLarge {
+        /// Resource name.
+        name: String,
+        /// The rejected value.
+        value: f64,
+    },
+    /// Several entries of the same scalar add up to more than [`MAX_SCALAR`].
+    #[error("resources: {name} total {total:e} exceeds the maximum {max:e}", max = MAX_SCALAR)]
+    TotalTooLarge {
+        /// Resource name.
+        name: String,
+        /// The sum that was refused, in units.
+        total: f64,
     },
     /// A range has its end before its begin.
     #[error("resource {name:?}: range [{begin}-{end}] ends before it begins")]
@@ -307,6 +329,12 @@ fn validate_scalar(name: &str, value: f64) -> Result<(), ResourceError> {
             value,
         });
     }
+    if value > MAX_SCALAR {
+        return Err(ResourceError::ScalarTooLarge {
+            name: name.to_owned(),
+            value,
+        });
+    }
     Ok(())
 }
 
@@ -441,11 +469,16 @@ impl Resources {
     }
 
     /// Adds `other` into `self`.
+    ///
+    /// Scalars add with saturation: validated resources are at most [`MAX_SCALAR`] each, so
+    /// only an aggregate over thousands of maximal agents could reach `i64::MAX`, and there
+    /// it stops rather than wrapping to a negative amount. Inputs from peers go through
+    /// [`Resources::checked_add`] (via [`Resources::from_proto`]), which refuses such sums.
     pub fn add(&mut self, other: &Resources) {
         // Look up before inserting: `entry` would clone every name, even those present.
         for (name, &millis) in &other.scalars {
             match self.scalars.get_mut(name) {
-                Some(held) => *held += millis,
+                Some(held) => *held = held.saturating_add(millis),
                 None => {
                     self.scalars.insert(name.clone(), millis);
                 }
@@ -467,6 +500,26 @@ impl Resources {
                 }
             }
         }
+    }
+
+    /// Adds `other` into `self` unless a scalar would exceed [`MAX_SCALAR`], in which case
+    /// nothing changes and the error names the scalar and the refused total.
+    pub fn checked_add(&mut self, other: &Resources) -> Result<(), ResourceError> {
+        let max_millis = to_millis(MAX_SCALAR);
+        for (name, &millis) in &other.scalars {
+            let held = self.scalars.get(name).copied().unwrap_or(0);
+            let total = held
+                .checked_add(millis)
+                .filter(|&total| total <= max_millis);
+            if total.is_none() {
+                return Err(ResourceError::TotalTooLarge {
+                    name: name.as_str().to_owned(),
+                    total: from_millis(held) + from_millis(millis),
+                });
+            }
+        }
+        self.add(other);
+        Ok(())
     }
 
     /// `self + other` as a new value.
@@ -584,7 +637,7 @@ impl Resources {
                 }
                 None => {}
             }
-            result.add(&single);
+            result.checked_add(&single)?;
         }
         Ok(result)
     }
@@ -674,7 +727,7 @@ impl Resources {
                     .map_err(|_| parse_error(&format!("{value:?} is not a number")))?;
                 single.set_scalar(name, scalar)?;
             }
-            result.add(&single);
+            result.checked_add(&single)?;
         }
         Ok(result)
     }
@@ -793,6 +846,134 @@ mod tests {
             Resources::cpus_mem(f64::from(cpu_millis) / 1000.0, f64::from(mem))
                 .with_ranges(PORTS, ports)
         })
+    }
+
+    #[test]
+    fn oversized_scalars_and_totals_are_refused_with_the_name() {
+        let huge = v1::Resource {
+            name: "cpus".into(),
+            value: Some(v1::resource::Value::Scalar(1e18)),
+        };
+        let error = Resources::from_proto(std::slice::from_ref(&huge)).unwrap_err();
+        assert!(
+            matches!(error, ResourceError::ScalarTooLarge { ref name, .. } if name == "cpus"),
+            "{error}"
+        );
+        let large = v1::Resource {
+            name: "cpus".into(),
+            value: Some(v1::resource::Value::Scalar(MAX_SCALAR * 0.75)),
+        };
+        let error = Resources::from_proto(&[large.clone(), large]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "resources: cpus total 1.5e12 exceeds the maximum 1e12"
+        );
+        let error = Resources::parse("mem:1e12;mem:1").unwrap_err();
+        assert!(
+            matches!(error, ResourceError::TotalTooLarge { .. }),
+            "{error}"
+        );
+        assert!(Resources::parse("mem:1e12").is_ok());
+    }
+
+    #[test]
+    fn checked_add_changes_nothing_when_it_refuses() {
+        let mut held = Resources::new().with_scalar(CPUS, MAX_SCALAR);
+        let before = held.clone();
+        let error = held
+            .checked_add(&Resources::new().with_scalar(CPUS, 0.001))
+            .unwrap_err();
+        assert!(
+            matches!(error, ResourceError::TotalTooLarge { .. }),
+            "{error}"
+        );
+        assert_eq!(held, before);
+    }
+
+    /// Scalars from the whole allowed range, with the extremes (zero, one thousandth, the
+    /// maximum) drawn often.
+    fn extreme_scalar_strategy() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(0.0),
+            Just(0.001),
+            Just(MAX_SCALAR),
+            Just(MAX_SCALAR - 0.001),
+            (0u64..=1_000_000_000_000_000).prop_map(|millis| millis as f64 / 1000.0),
+        ]
+    }
+
+    fn extreme_resources_strategy() -> impl Strategy<Value = Resources> {
+        (
+            extreme_scalar_strategy(),
+            extreme_scalar_strategy(),
+            extreme_scalar_strategy(),
+        )
+            .prop_map(|(cpus, mem, custom)| {
+                Resources::new()
+                    .with_scalar(CPUS, cpus)
+                    .with_scalar(MEM, mem)
+                    .with_scalar("bandwidth", custom)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn scalar_arithmetic_never_wraps(
+            parts in proptest::collection::vec(extreme_resources_strategy(), 1..12),
+            repeat in 1usize..20_000,
+        ) {
+            // Aggregates (what the master sums over agents and tasks) saturate, never wrap.
+            let mut aggregate = Resources::new();
+            // 10^15 thousandths per maximal scalar: ~9,200 maximal adds reach i64::MAX.
+            for _ in 0..repeat {
+                for part in &parts {
+                    let before = [CPUS, MEM, "bandwidth"].map(|name| aggregate.scalar_millis(name));
+                    aggregate.add(part);
+                    for (index, name) in [CPUS, MEM, "bandwidth"].into_iter().enumerate() {
+                        prop_assert!(aggregate.scalar_millis(name) >= before[index]);
+                    }
+                }
+            }
+            for part in &parts {
+                prop_assert!(aggregate.contains(part));
+            }
+            // Checked sums stay within the documented maximum, or refuse and change nothing.
+            let mut checked = Resources::new();
+            for part in &parts {
+                let before = checked.clone();
+                match checked.checked_add(part) {
+                    Ok(()) => {
+                        for name in [CPUS, MEM, "bandwidth"] {
+                            prop_assert!(checked.scalar(name) <= MAX_SCALAR);
+                            prop_assert_eq!(
+                                checked.scalar_millis(name),
+                                before.scalar_millis(name) + part.scalar_millis(name)
+                            );
+                        }
+                    }
+                    Err(error) => {
+                        prop_assert!(matches!(error, ResourceError::TotalTooLarge { .. }), "{}", error);
+                        prop_assert_eq!(&checked, &before);
+                    }
+                }
+            }
+            // Subtracting never goes below zero and gives back the difference when contained.
+            for part in &parts {
+                let mut rest = checked.clone();
+                rest.subtract_saturating(part);
+                for name in [CPUS, MEM, "bandwidth"] {
+                    let expected = (checked.scalar_millis(name) - part.scalar_millis(name)).max(0);
+                    prop_assert_eq!(rest.scalar_millis(name), expected);
+                }
+                match checked.checked_sub(part) {
+                    Some(difference) => prop_assert_eq!(difference, rest),
+                    None => prop_assert!(!checked.contains(part)),
+                }
+            }
+            // The proto form of a checked sum reads back identically.
+            prop_assert_eq!(Resources::from_proto(&checked.to_proto()), Ok(checked.clone()));
+        }
     }
 
     proptest! {

@@ -293,3 +293,57 @@ async fn bad_jobs_get_422_with_every_field_and_waiting_runs_say_why() -> anyhow:
     );
     cluster.stop().await
 }
+
+#[tokio::test]
+async fn bad_bodies_get_415_or_422_naming_the_field_and_change_nothing() -> anyhow::Result<()> {
+    let cluster = BatchCluster::start(1, RuntimeKind::Process, RESOURCES).await?;
+    let url = format!("http://{}/v1/jobs", cluster.api());
+    let http = reqwest::Client::new();
+    let valid = r#"{"id":"strict","run":{"cmd":"true","cpus":0.1,"mem":16}}"#;
+    let long_id = format!(
+        r#"{{"id":"{}","run":{{"cmd":"true","cpus":0.1,"mem":16}}}}"#,
+        "j".repeat(70_000)
+    );
+    for (content_type, body, status, needle) in [
+        ("text/plain", valid.to_owned(), 415, "application/json"),
+        ("", valid.to_owned(), 415, "application/json"),
+        (
+            "application/json",
+            format!("{valid} trailing garbage"),
+            422,
+            "malformed JSON",
+        ),
+        (
+            "application/json",
+            r#"{"id":"strict","run":{"cmd":"true","cpus":0.1,"mem":0}}"#.to_owned(),
+            422,
+            "/run/mem",
+        ),
+        (
+            "application/json",
+            r#"{"id":"strict","run":{"cmd":"true","cpus":0,"mem":16}}"#.to_owned(),
+            422,
+            "/run/cpus",
+        ),
+        ("application/json", long_id, 422, "at most 200 characters"),
+    ] {
+        let mut request = http.post(&url).body(body);
+        if !content_type.is_empty() {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await?;
+        let got = response.status().as_u16();
+        let text = response.text().await?;
+        assert_eq!(got, status, "{content_type}: {text}");
+        assert!(text.contains(needle), "{needle:?} missing from {text}");
+        assert!(
+            text.len() < 2_000,
+            "the error does not echo the body: {}",
+            text.len()
+        );
+    }
+    let (status, jobs) = request(cluster.api(), "GET", "/v1/jobs", None).await?;
+    assert_eq!(status, 200);
+    assert_eq!(jobs, json!([]), "nothing was created");
+    cluster.stop().await
+}

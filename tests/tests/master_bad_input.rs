@@ -168,3 +168,185 @@ fn malformed_resource_string_names_the_fragment() {
     let error = Resources::parse("cpus:2;ports:[31010-31000]").unwrap_err();
     assert!(error.to_string().contains("31010"), "{error}");
 }
+
+/// A raw scheduler client and the framework's call header, for requests the SDK would not
+/// build.
+async fn raw_client(
+    cluster: &TestCluster,
+    framework: &TestFramework,
+) -> anyhow::Result<(
+    SchedulerServiceClient<tonic::transport::Channel>,
+    v1::CallHeader,
+)> {
+    let channel = tonic::transport::Endpoint::from_shared(cluster.master_url())?
+        .connect()
+        .await?;
+    let header = v1::CallHeader {
+        framework_id: framework
+            .driver
+            .framework_id()
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        stream_id: framework
+            .driver
+            .stream_id()
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+    };
+    Ok((SchedulerServiceClient::new(channel), header))
+}
+
+fn scalar(name: &str, value: f64) -> v1::Resource {
+    v1::Resource {
+        name: name.into(),
+        value: Some(v1::resource::Value::Scalar(value)),
+    }
+}
+
+#[tokio::test]
+async fn out_of_range_numbers_ids_and_minimums_are_refused_over_grpc() -> anyhow::Result<()> {
+    let (cluster, _agent, framework, offer) = cluster_with_offer().await?;
+    let (mut client, header) = raw_client(&cluster, &framework).await?;
+    let before = snapshot(&cluster.state().await?);
+    let base = TaskBuilder::new("numbers")
+        .cpus(0.5)
+        .mem(32.0)
+        .build(&offer)?;
+
+    let mut absurd_grace = base.clone();
+    absurd_grace.kill_grace_period_seconds = 1e308;
+    let mut absurd_health = base.clone();
+    absurd_health.health_check = Some(v1::HealthCheck {
+        protocol: v1::HealthCheckProtocol::Command as i32,
+        command: "true".into(),
+        interval_seconds: 1e308,
+        ..Default::default()
+    });
+    let mut overflowing = base.clone();
+    overflowing.resources = vec![
+        scalar("cpus", 1e18),
+        scalar("cpus", 1e18),
+        scalar("mem", 32.0),
+    ];
+    let mut summing = base.clone();
+    summing.resources = vec![
+        scalar("cpus", 6e11),
+        scalar("cpus", 6e11),
+        scalar("mem", 32.0),
+    ];
+    let mut long_id = base.clone();
+    long_id.task_id = "t".repeat(70_000);
+    let mut no_mem = base.clone();
+    no_mem.resources = vec![scalar("cpus", 0.5), scalar("mem", 0.0)];
+    let mut no_cpus = base.clone();
+    no_cpus.resources = vec![scalar("cpus", 0.0), scalar("mem", 32.0)];
+    for (task, field, reason) in [
+        (
+            absurd_grace,
+            "kill_grace_period_seconds",
+            "at most 31536000",
+        ),
+        (
+            absurd_health,
+            "health_check.interval_seconds",
+            "at most 31536000",
+        ),
+        (overflowing, "resources", "exceeds the maximum"),
+        (
+            summing,
+            "resources",
+            "cpus total 1.2e12 exceeds the maximum 1e12",
+        ),
+        (long_id, "task_id", "at most 255 bytes, got 70000"),
+        (no_mem, "resources", "mem must be at least 6 MiB"),
+        (no_cpus, "resources", "cpus must be at least 0.01"),
+    ] {
+        let error = client
+            .accept(v1::AcceptRequest {
+                header: Some(header.clone()),
+                offer_ids: vec![offer.id.clone()],
+                operations: vec![v1::Operation {
+                    operation: Some(v1::operation::Operation::Launch(v1::Launch {
+                        tasks: vec![task],
+                    })),
+                }],
+                filters: None,
+            })
+            .await
+            .expect_err("must be refused");
+        assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+        let message = error.message();
+        assert!(
+            message.contains(&format!("operations[0].launch.tasks[0].{field}"))
+                && message.contains(reason),
+            "{field}/{reason}: {message}"
+        );
+        assert!(message.len() < 400, "the message stays short: {message}");
+        assert_eq!(snapshot(&cluster.state().await?), before);
+    }
+
+    // Kill with a grace period of 1e308 seconds.
+    let error = client
+        .kill(v1::KillRequest {
+            header: Some(header.clone()),
+            task_id: "anything".into(),
+            agent_id: String::new(),
+            grace_period_seconds: Some(1e308),
+        })
+        .await
+        .expect_err("an absurd grace period must be refused");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert!(
+        error.message().contains("grace_period_seconds"),
+        "{error:?}"
+    );
+
+    // Decline with refuse_seconds 1e308.
+    let error = client
+        .decline(v1::DeclineRequest {
+            header: Some(header.clone()),
+            offer_ids: vec![offer.id.clone()],
+            filters: Some(v1::Filters {
+                refuse_seconds: Some(1e308),
+            }),
+        })
+        .await
+        .expect_err("an absurd refuse_seconds must be refused");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert!(
+        error.message().contains("filters.refuse_seconds"),
+        "{error:?}"
+    );
+
+    // Subscribe with an absurd failover timeout, or a 70,000-byte name.
+    for (info, field) in [
+        (
+            v1::FrameworkInfo {
+                name: "absurd".into(),
+                failover_timeout_seconds: 1e308,
+                ..Default::default()
+            },
+            "framework.failover_timeout_seconds",
+        ),
+        (
+            v1::FrameworkInfo {
+                name: "n".repeat(70_000),
+                ..Default::default()
+            },
+            "framework.name",
+        ),
+    ] {
+        let error = client
+            .subscribe(v1::SubscribeRequest {
+                framework: Some(info),
+                suppressed: false,
+            })
+            .await
+            .expect_err("must be refused");
+        assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+        assert!(error.message().contains(field), "{error:?}");
+    }
+    assert_eq!(snapshot(&cluster.state().await?), before);
+    assert_eq!(cluster.state().await?.frameworks.len(), 1);
+    Ok(())
+}

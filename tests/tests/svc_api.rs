@@ -245,3 +245,94 @@ async fn a_sigkilled_daemon_comes_back_with_the_same_instances_and_no_duplicates
     daemon.kill_9()?;
     svc.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_app_bodies_get_415_or_422_naming_the_field_and_change_nothing() -> anyhow::Result<()> {
+    let svc = SvcCluster::start(RuntimeKind::Process, 1, 1.0).await?;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v2/apps", svc.url());
+    let valid = r#"{ "id": "/strict", "cmd": "sleep 600", "cpus": 0.1, "mem": 16 }"#;
+    let long_id = format!(
+        r#"{{ "id": "/{}", "cmd": "sleep 600" }}"#,
+        "a".repeat(70_000)
+    );
+    for (content_type, body, status, needle) in [
+        ("text/plain", valid.to_owned(), 415, "application/json"),
+        ("", valid.to_owned(), 415, "application/json"),
+        ("application/json", long_id, 422, "/id"),
+        (
+            "application/json",
+            r#"{ "id": "/strict", "cmd": "x", "cpus": 0.1, "mem": 0 }"#.to_owned(),
+            422,
+            "/mem",
+        ),
+        (
+            "application/json",
+            r#"{ "id": "/strict", "cmd": "x", "cpus": 0, "mem": 16 }"#.to_owned(),
+            422,
+            "/cpus",
+        ),
+        (
+            "application/json",
+            r#"{ "id": "/strict", "cpus": 0.1, "mem": 16, "container": { "docker": {
+                 "image": "busybox", "parameters": [{"key": "cap-add", "value": "ALL"}] } } }"#
+                .to_owned(),
+            422,
+            "/container/docker/parameters",
+        ),
+        (
+            "application/json",
+            format!("{valid} trailing"),
+            422,
+            "trailing",
+        ),
+    ] {
+        let mut request = http.post(&url).body(body);
+        if !content_type.is_empty() {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await?;
+        let got = response.status().as_u16();
+        let text = response.text().await?;
+        assert_eq!(got, status, "{content_type}: {text}");
+        assert!(text.contains(needle), "{needle:?} missing from {text}");
+        assert!(
+            text.len() < 2_000,
+            "the error does not echo the body: {}",
+            text.len()
+        );
+    }
+    let apps = svc.get("/v2/apps").await?;
+    assert_eq!(apps["apps"], serde_json::json!([]), "nothing was created");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_answers_while_300_half_open_connections_are_held() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+
+    let svc = SvcCluster::start(RuntimeKind::Process, 1, 1.0).await?;
+    let address = svc.url().trim_start_matches("http://").to_owned();
+    let mut held = Vec::with_capacity(300);
+    for index in 0..300 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await?;
+        if index % 2 == 0 {
+            // Half a request head; the others send nothing at all.
+            stream
+                .write_all(b"POST /v2/apps HTTP/1.1\r\nHost: x")
+                .await?;
+        }
+        held.push(stream);
+    }
+    let health = tokio::time::timeout(
+        Duration::from_secs(5),
+        reqwest::Client::new()
+            .get(format!("{}/health", svc.url()))
+            .send(),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("/health did not answer while 300 connections were held"))??;
+    assert_eq!(health.status(), 200);
+    drop(held);
+    Ok(())
+}

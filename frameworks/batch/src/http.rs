@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -45,6 +45,25 @@ fn error_body(status: StatusCode, message: &str, errors: &[FieldError]) -> Respo
         axum::Json(json!({"message": message, "errors": errors})),
     )
         .into_response()
+}
+
+/// The 415 answer unless the request declares a JSON body, as Marathon answers: a body sent as form
+/// data or text is refused before it is read rather than parsed by guesswork.
+fn json_refusal(headers: &HeaderMap) -> Option<Response> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    if agora_proto::is_json_content_type(content_type) {
+        return None;
+    }
+    Some(error_body(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        &format!(
+            "the body must be JSON sent with Content-Type: application/json, got {}",
+            content_type.map_or("no Content-Type".to_owned(), |value| format!("{value:?}"))
+        ),
+        &[],
+    ))
 }
 
 fn unavailable() -> Response {
@@ -89,7 +108,10 @@ async fn list_jobs(State(state): State<ApiState>) -> Response {
     }
 }
 
-async fn create_job(State(state): State<ApiState>, body: Bytes) -> Response {
+async fn create_job(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refused) = json_refusal(&headers) {
+        return refused;
+    }
     let parsed = match parse_job(&body) {
         Ok(parsed) => parsed,
         Err(invalid) => return api_error(ApiError::Invalid(invalid)),
@@ -128,12 +150,16 @@ async fn get_job(State(state): State<ApiState>, Path(id): Path<String>) -> Respo
 async fn update_job(
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let job_id = match job_id(&id) {
         Ok(job_id) => job_id,
         Err(error) => return api_error(error),
     };
+    if let Some(refused) = json_refusal(&headers) {
+        return refused;
+    }
     let parsed = match parse_job(&body) {
         Ok(parsed) => parsed,
         Err(invalid) => return api_error(ApiError::Invalid(invalid)),

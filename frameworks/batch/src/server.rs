@@ -241,9 +241,14 @@ pub async fn spawn(settings: BatchSettings) -> Result<BatchHandle, BatchStartErr
     let router = crate::http::router(crate::http::ApiState { calls });
     let server_shutdown = shutdown.clone();
     let server_task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-            .await
+        // Timeouts on silent and slow connections, so half-open ones cannot starve the API.
+        agora_proto::serve(
+            listener,
+            router,
+            agora_proto::ServeLimits::default(),
+            server_shutdown.cancelled_owned(),
+        )
+        .await
     });
     tracing::info!(address = %local_addr, master = %settings.master_url, "batchframework serving");
     Ok(BatchHandle {

@@ -378,6 +378,9 @@ async fn subscribe_once(
     }
     let request = v1::SubscribeRequest {
         framework: Some(framework),
+        // Offers resume after every (re-)subscription; a framework that wants none
+        // suppresses again (the driver does not remember suppression across subscriptions).
+        suppressed: false,
     };
     let mut client = inner.client.clone();
     let response = match tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.subscribe(request)).await {

@@ -133,6 +133,8 @@ pub struct TaskBuilder {
     labels: HashMap<String, String>,
     health_check: Option<v1::HealthCheck>,
     kill_grace: Option<Duration>,
+    privileged: bool,
+    volumes: Vec<String>,
 }
 
 impl TaskBuilder {
@@ -195,6 +197,20 @@ impl TaskBuilder {
     /// Runs in a container of this Docker image.
     pub fn image(mut self, image: impl Into<String>) -> Self {
         self.image = Some(image.into());
+        self
+    }
+
+    /// Asks for a privileged container; the agent runs it only when started with
+    /// `--allow-privileged`, and fails the task otherwise.
+    pub fn privileged(mut self, privileged: bool) -> Self {
+        self.privileged = privileged;
+        self
+    }
+
+    /// Bind-mounts a host path: `host:container[:ro]`. The agent mounts it only when its
+    /// host-path policy allows, and fails the task otherwise.
+    pub fn volume(mut self, spec: impl Into<String>) -> Self {
+        self.volumes.push(spec.into());
         self
     }
 
@@ -325,8 +341,11 @@ impl TaskBuilder {
             environment: self.environment.clone(),
             user: self.user.clone().unwrap_or_default(),
         });
-        let has_container =
-            self.image.is_some() || self.network.is_some() || !self.container_ports.is_empty();
+        let has_container = self.image.is_some()
+            || self.network.is_some()
+            || !self.container_ports.is_empty()
+            || self.privileged
+            || !self.volumes.is_empty();
         let container = has_container.then(|| v1::ContainerInfo {
             image: self.image.clone().unwrap_or_default(),
             force_pull: false,
@@ -342,8 +361,8 @@ impl TaskBuilder {
                     name: String::new(),
                 })
                 .collect(),
-            privileged: false,
-            volumes: Vec::new(),
+            privileged: self.privileged,
+            volumes: self.volumes.clone(),
         });
         v1::TaskInfo {
             task_id: task_id.into_string(),

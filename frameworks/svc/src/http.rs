@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -51,6 +51,24 @@ pub(crate) fn routes(core: CoreHandle) -> Router {
 
 fn message(status: StatusCode, text: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "message": text.into() }))).into_response()
+}
+
+/// The 415 answer unless the request declares a JSON body, as Marathon answers: a body sent as form
+/// data or text is refused before it is read rather than parsed by guesswork.
+fn json_refusal(headers: &HeaderMap) -> Option<Response> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    if agora_proto::is_json_content_type(content_type) {
+        return None;
+    }
+    Some(message(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!(
+            "the body must be JSON sent with Content-Type: application/json, got {}",
+            content_type.map_or("no Content-Type".to_owned(), |value| format!("{value:?}"))
+        ),
+    ))
 }
 
 fn unavailable() -> Response {
@@ -240,7 +258,10 @@ fn parse_app(value: &Value) -> Result<ParsedApp, AppJsonError> {
     AppDefinition::from_json_value(value).map_err(AppJsonError::Invalid)
 }
 
-async fn create_app(State(core): State<CoreHandle>, body: Bytes) -> Response {
+async fn create_app(State(core): State<CoreHandle>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refused) = json_refusal(&headers) {
+        return refused;
+    }
     let parsed = match parse_body(&body).and_then(|value| parse_app(&value)) {
         Ok(parsed) => parsed,
         Err(error) => return json_error(&error),
@@ -274,8 +295,12 @@ async fn create_app(State(core): State<CoreHandle>, body: Bytes) -> Response {
 async fn create_group(
     State(core): State<CoreHandle>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(refused) = json_refusal(&headers) {
+        return refused;
+    }
     let value = match parse_body(&body) {
         Ok(value) => value,
         Err(error) => return json_error(&error),
@@ -341,6 +366,7 @@ async fn app_resource(
     method: Method,
     Path(path): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -416,6 +442,9 @@ async fn app_resource(
             }
         }
         (Method::PUT, []) => {
+            if let Some(refused) = json_refusal(&headers) {
+                return refused;
+            }
             let partial = query
                 .get("partialUpdate")
                 .is_none_or(|value| value != "false");

@@ -231,6 +231,9 @@ pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
         id: core.framework_id().unwrap_or_default().to_owned(),
         name: settings.framework_name.clone(),
         failover_timeout_seconds: settings.failover_timeout_seconds,
+        // Instances show TASK_KILLING while their grace period runs (as Marathon's do); the
+        // master sends it only to frameworks that declare they understand it.
+        capabilities: vec![v1::FrameworkCapability::TaskKillingState as i32],
         ..Default::default()
     };
     let mut driver_config = DriverConfig::new(settings.master_url.clone(), framework);
@@ -265,9 +268,13 @@ pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
     let router = http::routes(handle);
     let server_cancel = cancel.clone();
     let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-            server_cancel.cancelled().await;
-        });
+        // Timeouts on silent and slow connections, so half-open ones cannot starve the API.
+        let serve = agora_proto::serve(
+            listener,
+            router,
+            agora_proto::ServeLimits::default(),
+            server_cancel.cancelled_owned(),
+        );
         if let Err(error) = serve.await {
             tracing::error!(%error, "svcframework http server failed");
         }

@@ -128,10 +128,83 @@ fn each_rule_reports_its_path() {
         (
             json!({"id": "/a", "cmd": "x", "cpus": 0}),
             "/cpus",
-            ">= 0.001",
+            "between 0.01",
         ),
-        (json!({"id": "/a", "cmd": "x", "mem": -1}), "/mem", ">= 0"),
-        (json!({"id": "/a", "cmd": "x", "disk": -1}), "/disk", ">= 0"),
+        (
+            json!({"id": "/a", "cmd": "x", "mem": -1}),
+            "/mem",
+            "between 6",
+        ),
+        (
+            json!({"id": "/a", "cmd": "x", "mem": 0}),
+            "/mem",
+            "between 6",
+        ),
+        (
+            json!({"id": "/a", "cmd": "x", "mem": 5}),
+            "/mem",
+            "between 6",
+        ),
+        (
+            json!({"id": "/a", "cmd": "x", "disk": -1}),
+            "/disk",
+            "between 0",
+        ),
+        (
+            json!({"id": "/a", "cmd": "x", "instances": 4_000_000_000u32}),
+            "/instances",
+            "at most 1000000",
+        ),
+        (
+            json!({"id": "/a", "cmd": "x", "cpus": 1e18}),
+            "/cpus",
+            "and 1e12, got 1e18",
+        ),
+        (
+            json!({"id": format!("/{}", "a".repeat(70_000)), "cmd": "x"}),
+            "/id",
+            "at most 200 characters, got 70001",
+        ),
+        (
+            json!({"id": "/a", "cmd": "x", "taskKillGracePeriodSeconds": 100_000_000_000u64}),
+            "/taskKillGracePeriodSeconds",
+            "at most 31536000 seconds",
+        ),
+        (
+            json!({"id": "/a", "cmd": "x", "backoffSeconds": 100_000_000_000u64}),
+            "/backoffSeconds",
+            "at most",
+        ),
+        (
+            json!({"id": "/a", "cmd": "x", "healthChecks": [{"protocol": "COMMAND",
+                "command": {"value": "true"}, "gracePeriodSeconds": 4_000_000_000u64}]}),
+            "/healthChecks/0/gracePeriodSeconds",
+            "at most",
+        ),
+        (
+            json!({"id": "/a", "container": {"docker": {"image": "busybox",
+                "parameters": [{"key": "cap-add", "value": "ALL"}]}}}),
+            "/container/docker/parameters",
+            "not supported",
+        ),
+        (
+            json!({"id": "/a", "container": {"docker": {"image": "busybox"},
+                "volumes": [{"containerPath": "/data", "mode": "RW"}]}}),
+            "/container/volumes/0/hostPath",
+            "only host bind mounts",
+        ),
+        (
+            json!({"id": "/a", "cmd": "x",
+                "container": {"volumes": [{"containerPath": "/data", "hostPath": "/srv"}]}}),
+            "/container/volumes/0",
+            "need container.docker.image",
+        ),
+        (
+            json!({"id": "/a", "container": {"docker": {"image": "busybox"},
+                "volumes": [{"containerPath": "/data", "hostPath": "/srv:/etc"}]}}),
+            "/container/volumes/0/hostPath",
+            "must not contain ':'",
+        ),
         (
             json!({"id": "/a", "cmd": "x", "instances": -1}),
             "/instances",
@@ -379,7 +452,7 @@ fn invalid_text_maps_to_422_body() {
     let AppJsonError::Invalid(errors) = &error else {
         panic!("expected Invalid, got {error:?}")
     };
-    assert_error_at(errors, "/cpus", ">= 0.001");
+    assert_error_at(errors, "/cpus", "between 0.01");
     assert_eq!(error.to_json()["details"][0]["path"], "/cpus");
 }
 
@@ -461,4 +534,25 @@ fn scale_is_not_an_upgrade() {
     relabeled.labels.insert("a".into(), "b".into());
     assert!(base.needs_restart(&relabeled));
     assert_eq!(base.changed_fields(&relabeled), ["labels"]);
+}
+
+#[test]
+fn the_longest_app_id_leaves_room_for_its_task_ids() {
+    let longest = format!(
+        "/{}",
+        "a".repeat(agora_proto::limits::MAX_DERIVING_ID_LEN - 1)
+    );
+    let parsed = parse(json!({"id": longest, "cmd": "x"})).expect("the longest id is valid");
+    let task_id = format!(
+        "{}.{}",
+        parsed.app.id.as_str().trim_start_matches('/'),
+        "f".repeat(32)
+    );
+    assert_eq!(agora_proto::limits::check_id(&task_id), Ok(()));
+    let too_long = format!("/{}", "a".repeat(agora_proto::limits::MAX_DERIVING_ID_LEN));
+    assert_error_at(
+        &errors(json!({"id": too_long, "cmd": "x"})),
+        "/id",
+        "at most 200",
+    );
 }

@@ -122,13 +122,20 @@ fn container(bridge: bool) -> impl Strategy<Value = Option<Container>> {
         prop::collection::vec(
             (
                 "/[a-z]{1,5}",
-                prop::option::of("/[a-z]{1,5}"),
+                // Only host bind mounts are supported: a volume always has a host path.
+                "/[a-z]{1,5}".prop_map(Some),
                 any::<bool>(),
             ),
             0..2,
         ),
     )
         .prop_map(move |(mesos, docker, port_mappings, volumes)| {
+            // Volumes need an image to be mounted into.
+            let volumes = if docker.is_some() {
+                volumes
+            } else {
+                Vec::new()
+            };
             if !bridge && docker.is_none() && volumes.is_empty() {
                 return None;
             }
@@ -169,8 +176,9 @@ fn app() -> impl Strategy<Value = AppDefinition> {
     let identity = (path_id(), command, text_map(), text_map());
     let sizing = (
         0u32..50,
-        0.001f64..64.0,
-        0.0f64..65536.0,
+        // The protocol's task minimums: 0.01 cpus, 6 MiB.
+        0.01f64..64.0,
+        6.0f64..65536.0,
         0.0f64..1e6,
         0u32..4,
     );
@@ -186,11 +194,12 @@ fn app() -> impl Strategy<Value = AppDefinition> {
         prop::collection::vec(health_check(), 0..3),
         prop::collection::vec(constraint(), 0..3),
         (0.0f64..=1.0, 0.0f64..=1.0),
-        (any::<u32>(), 1.0f64..10.0, any::<u32>()),
+        // Durations within the protocol's one-year bound.
+        (0u32..=31_536_000, 1.0f64..10.0, 0u32..=31_536_000),
         (
             any::<bool>(),
             0u8..3,
-            prop::option::of(any::<u32>()),
+            prop::option::of(0u32..=31_536_000),
             prop::option::of("[0-9a-z:.-]{1,12}"),
         ),
         prop::collection::vec(path_id(), 0..2),

@@ -71,7 +71,33 @@ impl Master {
     /// Sends a status update to the framework. One the master made itself (no uuid: no agent
     /// resends it) is kept for a framework without a subscription and delivered when it
     /// subscribes again, so a LOST, a held kill's answer or an adopted task is never missed.
-    pub(super) fn send_update(&mut self, framework_id: &FrameworkId, status: v1::TaskStatus) {
+    pub(super) fn send_update(&mut self, framework_id: &FrameworkId, mut status: v1::TaskStatus) {
+        let knows_killing = self.frameworks.get(framework_id).is_none_or(|framework| {
+            framework
+                .info
+                .capabilities
+                .contains(&(v1::FrameworkCapability::TaskKillingState as i32))
+        });
+        if status.state() == TaskState::TaskKilling && !knows_killing {
+            // As in Mesos, a framework without TASK_KILLING_STATE never sees TASK_KILLING: to
+            // it the task is still running until its terminal update. An agent's update is
+            // acknowledged here on the framework's behalf (it will never acknowledge what it
+            // never got), so the agent's update stream moves on to the terminal update.
+            if status.uuid.is_empty() {
+                status.set_state(TaskState::TaskRunning);
+            } else {
+                let agent_id = AgentId::new(status.agent_id.clone());
+                self.send_to_agent(
+                    &agent_id,
+                    v1::master_message::Message::AckStatus(v1::AckStatus {
+                        framework_id: framework_id.to_string(),
+                        task_id: status.task_id.clone(),
+                        uuid: status.uuid.clone(),
+                    }),
+                );
+                return;
+            }
+        }
         if status.uuid.is_empty()
             && let Some(framework) = self.frameworks.get_mut(framework_id)
             && framework.conn().is_none()
@@ -130,12 +156,12 @@ impl Master {
                 reason: "is required (framework_id and stream_id)".to_owned(),
             });
         };
-        if header.framework_id.is_empty() {
-            return Err(MasterError::InvalidField {
-                field: "header.framework_id".to_owned(),
-                reason: "must not be empty".to_owned(),
-            });
-        }
+        super::validation::id("header.framework_id", &header.framework_id)?;
+        super::validation::text(
+            "header.stream_id",
+            &header.stream_id,
+            agora_proto::limits::MAX_ID_LEN,
+        )?;
         let framework_id = FrameworkId::new(header.framework_id.clone());
         if self.frameworks.removed.contains(&framework_id) {
             return Err(MasterError::FrameworkRemoved(framework_id));

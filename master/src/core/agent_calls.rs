@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 use super::agents::{Agent, AgentStatus};
 use super::allocator::Quantities;
 use super::tasks::Task;
-use super::{Command, ConnId, Master, MasterError, Now, RegistryUpdate};
+use super::{Command, ConnId, Master, MasterError, Now, RegistryUpdate, validation};
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> MasterError {
     MasterError::InvalidField {
@@ -34,8 +34,7 @@ impl Master {
         conn: ConnId,
         mut info: v1::AgentInfo,
     ) -> Result<AgentId, MasterError> {
-        let total = Resources::from_proto(&info.resources)
-            .map_err(|error| invalid("agent.resources", error.to_string()))?;
+        let total = validation::agent_info(&info)?;
         if let Some(existing) = self.agents.id_of_conn(conn) {
             return Err(invalid(
                 "register",
@@ -75,21 +74,17 @@ impl Master {
     fn validate_reported_tasks(tasks: &[v1::AgentTask]) -> Result<Vec<ReportedTask>, MasterError> {
         let mut reported = Vec::with_capacity(tasks.len());
         for (index, agent_task) in tasks.iter().enumerate() {
-            if agent_task.framework_id.is_empty() {
-                return Err(invalid(
-                    format!("tasks[{index}].framework_id"),
-                    "must not be empty",
-                ));
-            }
+            validation::id(
+                &format!("tasks[{index}].framework_id"),
+                &agent_task.framework_id,
+            )?;
             let Some(info) = &agent_task.task else {
                 return Err(invalid(format!("tasks[{index}].task"), "is required"));
             };
-            if info.task_id.is_empty() {
-                return Err(invalid(
-                    format!("tasks[{index}].task.task_id"),
-                    "must not be empty",
-                ));
-            }
+            // Only what the master keys and sums by is checked: a task launched before a
+            // limit existed (a longer label, no minimum mem) is adopted as it is, since
+            // refusing the whole re-registration would strand every task of the agent.
+            validation::id(&format!("tasks[{index}].task.task_id"), &info.task_id)?;
             let resources = Resources::from_proto(&info.resources).map_err(|error| {
                 invalid(format!("tasks[{index}].task.resources"), error.to_string())
             })?;
@@ -115,8 +110,10 @@ impl Master {
         if info.id.is_empty() {
             return Err(invalid("agent.id", "is required to re-register"));
         }
-        let total = Resources::from_proto(&info.resources)
-            .map_err(|error| invalid("agent.resources", error.to_string()))?;
+        let total = validation::agent_info(&info)?;
+        for (index, framework_id) in reregister.framework_ids.iter().enumerate() {
+            validation::id(&format!("framework_ids[{index}]"), framework_id)?;
+        }
         let reported = Self::validate_reported_tasks(&reregister.tasks)?;
         let agent_id = AgentId::new(info.id.clone());
         if let Some(existing) = self.agents.id_of_conn(conn)
@@ -332,16 +329,23 @@ impl Master {
         let Some(mut status) = update.status else {
             return Err(invalid("status", "is required"));
         };
-        if status.task_id.is_empty() {
-            return Err(invalid("status.task_id", "must not be empty"));
-        }
+        validation::id("status.task_id", &status.task_id)?;
+        validation::optional_id("status.agent_id", &status.agent_id)?;
         let framework_id = if update.framework_id.is_empty() {
             status.framework_id.clone()
         } else {
             update.framework_id.clone()
         };
-        if framework_id.is_empty() {
-            return Err(invalid("framework_id", "must not be empty"));
+        validation::id("framework_id", &framework_id)?;
+        validation::text("status.uuid", &status.uuid, validation::MAX_UUID_LEN)?;
+        if !status.timestamp.is_finite() || status.timestamp < 0.0 {
+            return Err(invalid(
+                "status.timestamp",
+                format!(
+                    "must be a finite, non-negative number of seconds since the epoch, got {}",
+                    status.timestamp
+                ),
+            ));
         }
         let state_is_valid = TaskState::try_from(status.state)
             .is_ok_and(|state| !matches!(state, TaskState::Unspecified));
@@ -408,6 +412,7 @@ impl Master {
         conn: ConnId,
         update: v1::ResourceUpdate,
     ) -> Result<(), MasterError> {
+        validation::resource_ranges("resources", &update.resources)?;
         let total = Resources::from_proto(&update.resources)
             .map_err(|error| invalid("resources", error.to_string()))?;
         let agent_id = self.agent_on_conn(now, conn)?;
@@ -448,6 +453,7 @@ impl Master {
         now: Now,
         agent_id: &AgentId,
     ) -> Result<(), MasterError> {
+        validation::id("agent_id", agent_id.as_str())?;
         let Some(agent) = self.agents.get(agent_id) else {
             return Err(MasterError::UnknownAgent(agent_id.clone()));
         };

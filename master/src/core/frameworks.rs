@@ -74,11 +74,15 @@ impl Framework {
         }
     }
 
-    /// The failover timeout it asked for, capped by `max`.
+    /// The failover timeout it asked for, capped by `max` (the master's
+    /// --max-failover-timeout). Unset (0) means `max`, not "removed the moment it
+    /// disconnects" as in Mesos: a framework that never heard of failover timeouts would
+    /// otherwise lose every task on its first restart. (Values that are not positive and
+    /// finite are refused at subscription; a registry entry holding one gets `max` too.)
     pub(crate) fn failover_timeout(&self, max: Duration) -> Duration {
         let seconds = self.info.failover_timeout_seconds;
         if !seconds.is_finite() || seconds <= 0.0 {
-            return Duration::ZERO;
+            return max;
         }
         Duration::try_from_secs_f64(seconds).unwrap_or(max).min(max)
     }
@@ -178,7 +182,9 @@ mod tests {
         };
         assert_eq!(with(10.0), Duration::from_secs(10));
         assert_eq!(with(1e30), max);
-        assert_eq!(with(-1.0), Duration::ZERO);
-        assert_eq!(with(f64::NAN), Duration::ZERO);
+        // Unset means the master's maximum, so a restart never loses the tasks.
+        assert_eq!(with(0.0), max);
+        assert_eq!(with(-1.0), max);
+        assert_eq!(with(f64::NAN), max);
     }
 }

@@ -21,6 +21,7 @@ mod recovery;
 mod scheduler_calls;
 mod tasks;
 mod timers;
+mod validation;
 mod view;
 
 #[cfg(test)]
@@ -210,6 +211,19 @@ pub enum MasterError {
     /// No such task.
     #[error("unknown task {0}")]
     UnknownTask(TaskId),
+    /// An acknowledgement names an update the master does not know as the task's latest.
+    #[error(
+        "task {task_id}: update {uuid} is not its latest update (the master knows {latest}); \
+         acknowledge the uuid of the update you received last"
+    )]
+    UnknownUpdate {
+        /// The task.
+        task_id: TaskId,
+        /// The uuid acknowledged.
+        uuid: String,
+        /// The uuid of the task's latest update from its agent.
+        latest: String,
+    },
     /// A request field is missing or malformed.
     #[error("{field}: {reason}")]
     InvalidField {
@@ -398,7 +412,19 @@ impl Master {
         conn: ConnId,
         framework: v1::FrameworkInfo,
     ) -> Result<v1::Subscribed, MasterError> {
-        self.subscribe_impl(now, conn, framework)
+        self.subscribe_impl(now, conn, framework, false)
+    }
+
+    /// [`Master::subscribe`] with the request's `suppressed` flag: when set, the framework
+    /// starts (or, failing over, stays) suppressed and gets no offers until it revives.
+    pub fn subscribe_suppressed(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        framework: v1::FrameworkInfo,
+        suppressed: bool,
+    ) -> Result<v1::Subscribed, MasterError> {
+        self.subscribe_impl(now, conn, framework, suppressed)
     }
 
     /// The subscription stream `conn` ended; the framework's failover timer starts if it was

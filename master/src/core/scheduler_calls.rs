@@ -12,10 +12,7 @@ use super::agents::AgentStatus;
 use super::allocator::Quantities;
 use super::frameworks::{Framework, FrameworkConnection};
 use super::tasks::Task;
-use super::{Command, ConnId, Master, MasterError, Now, RegistryUpdate};
-
-/// Longest filter honoured, so that absurd `refuse_seconds` cannot overflow the clock.
-const MAX_REFUSE: Duration = Duration::from_secs(365 * 24 * 3600);
+use super::{Command, ConnId, Master, MasterError, Now, RegistryUpdate, validation};
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> MasterError {
     MasterError::InvalidField {
@@ -37,16 +34,9 @@ impl Master {
         now: Now,
         conn: ConnId,
         mut info: v1::FrameworkInfo,
+        suppressed: bool,
     ) -> Result<v1::Subscribed, MasterError> {
-        if !info.failover_timeout_seconds.is_finite() || info.failover_timeout_seconds < 0.0 {
-            return Err(invalid(
-                "framework.failover_timeout_seconds",
-                format!(
-                    "must be a finite, non-negative number of seconds, got {}",
-                    info.failover_timeout_seconds
-                ),
-            ));
-        }
+        validation::framework_info(&info)?;
         if !info.id.is_empty() {
             let requested = FrameworkId::new(info.id.clone());
             if self.frameworks.removed.contains(&requested) {
@@ -87,7 +77,9 @@ impl Master {
             if let Some(framework) = self.frameworks.get_mut(&framework_id) {
                 framework.info = info.clone();
                 framework.connection = connection;
-                framework.suppressed = false;
+                // What the subscription asks for, as Mesos's `suppressed_roles`: a framework
+                // restarting does not inherit a suppression it may not remember.
+                framework.suppressed = suppressed;
             }
         } else {
             self.frameworks.frameworks.insert(
@@ -96,7 +88,7 @@ impl Master {
                     id: framework_id.clone(),
                     info: info.clone(),
                     connection,
-                    suppressed: false,
+                    suppressed,
                     allocated: Quantities::default(),
                     unannounced: BTreeMap::new(),
                 },
@@ -242,20 +234,13 @@ impl Master {
         let Some(seconds) = filters.and_then(|filters| filters.refuse_seconds) else {
             return Ok(Some(self.config.default_refuse).filter(|d| !d.is_zero()));
         };
-        if !seconds.is_finite() {
-            return Err(invalid(
-                "filters.refuse_seconds",
-                format!("must be a finite number, got {seconds}"),
-            ));
-        }
-        if seconds <= 0.0 {
+        // Negative and zero both mean "no filter" (Mesos treats them alike); anything above
+        // a year or not finite is refused rather than silently clamped.
+        if seconds.is_finite() && seconds <= 0.0 {
             return Ok(None);
         }
-        Ok(Some(
-            Duration::try_from_secs_f64(seconds)
-                .unwrap_or(MAX_REFUSE)
-                .min(MAX_REFUSE),
-        ))
+        validation::duration("filters.refuse_seconds", seconds)?;
+        Ok(Duration::try_from_secs_f64(seconds).ok())
     }
 
     /// Validates that every id names an offer outstanding for `framework_id`.
@@ -267,6 +252,7 @@ impl Master {
         let mut seen = HashSet::new();
         let mut valid = Vec::with_capacity(offer_ids.len());
         for (index, raw) in offer_ids.iter().enumerate() {
+            validation::id(&format!("offer_ids[{index}]"), raw)?;
             let offer_id = OfferId::new(raw.clone());
             let outstanding = self
                 .offers
@@ -488,9 +474,7 @@ impl Master {
             };
             for (task_index, info) in launch.tasks.iter().enumerate() {
                 let prefix = format!("operations[{op_index}].launch.tasks[{task_index}]");
-                if info.task_id.is_empty() {
-                    return Err(invalid(format!("{prefix}.task_id"), "must not be empty"));
-                }
+                validation::task_info(&prefix, info)?;
                 let task_id = TaskId::new(info.task_id.clone());
                 if self
                     .tasks
@@ -522,6 +506,7 @@ impl Master {
                 if resources.is_empty() {
                     return Err(invalid(format!("{prefix}.resources"), "must not be empty"));
                 }
+                validation::task_minimums(&prefix, &resources)?;
                 for resource in &info.resources {
                     if !matches!(resource.value, Some(v1::resource::Value::Ranges(_))) {
                         continue;
@@ -540,7 +525,12 @@ impl Master {
                         ));
                     }
                 }
-                needed.add(&resources);
+                needed.checked_add(&resources).map_err(|error| {
+                    invalid(
+                        "operations",
+                        format!("the tasks of this call together: {error}"),
+                    )
+                })?;
                 valid.push(ValidTask {
                     info: info.clone(),
                     task_id,
@@ -662,16 +652,10 @@ impl Master {
         request: v1::KillRequest,
     ) -> Result<(), MasterError> {
         let framework_id = self.check_caller(request.header.as_ref())?;
-        if request.task_id.is_empty() {
-            return Err(invalid("task_id", "must not be empty"));
-        }
-        if let Some(grace) = request.grace_period_seconds
-            && (!grace.is_finite() || grace < 0.0)
-        {
-            return Err(invalid(
-                "grace_period_seconds",
-                format!("must be a finite, non-negative number, got {grace}"),
-            ));
+        validation::id("task_id", &request.task_id)?;
+        validation::optional_id("agent_id", &request.agent_id)?;
+        if let Some(grace) = request.grace_period_seconds {
+            validation::duration("grace_period_seconds", grace)?;
         }
         let task_id = TaskId::new(request.task_id.clone());
         if let Some(task) = self.tasks.get(&framework_id, &task_id) {
@@ -740,9 +724,9 @@ impl Master {
         request: v1::AcknowledgeRequest,
     ) -> Result<(), MasterError> {
         let framework_id = self.check_caller(request.header.as_ref())?;
-        if request.task_id.is_empty() {
-            return Err(invalid("task_id", "must not be empty"));
-        }
+        validation::id("task_id", &request.task_id)?;
+        validation::optional_id("agent_id", &request.agent_id)?;
+        validation::text("uuid", &request.uuid, validation::MAX_UUID_LEN)?;
         if request.uuid.is_empty() {
             return Err(invalid(
                 "uuid",
@@ -751,9 +735,25 @@ impl Master {
         }
         let task_id = TaskId::new(request.task_id.clone());
         let live = self.tasks.get(&framework_id, &task_id);
-        let known_agent = live
-            .or_else(|| self.tasks.find_completed(&framework_id, &task_id))
-            .map(|task| task.agent_id.clone());
+        let known = live.or_else(|| self.tasks.find_completed(&framework_id, &task_id));
+        // An agent sends a task's updates one at a time and moves on only once the oldest is
+        // acknowledged, so the update awaiting acknowledgement is the latest agent update the
+        // master holds. Another uuid is a mistake (or a late duplicate of an update already
+        // acknowledged): refused, so that a framework acknowledging garbage learns of it.
+        // When the master's latest status is its own (no uuid, e.g. TASK_LOST after the agent
+        // went unreachable) it cannot judge, and forwards the acknowledgement to the agent,
+        // which ignores uuids it does not wait for.
+        if let Some(task) = known
+            && !task.status.uuid.is_empty()
+            && task.status.uuid != request.uuid
+        {
+            return Err(MasterError::UnknownUpdate {
+                task_id,
+                uuid: request.uuid.clone(),
+                latest: task.status.uuid.clone(),
+            });
+        }
+        let known_agent = known.map(|task| task.agent_id.clone());
         let agent_id = match known_agent {
             Some(agent_id) => agent_id,
             None => {
@@ -798,12 +798,8 @@ impl Master {
     ) -> Result<(), MasterError> {
         let framework_id = self.check_caller(request.header.as_ref())?;
         for (index, listed) in request.tasks.iter().enumerate() {
-            if listed.task_id.is_empty() {
-                return Err(invalid(
-                    format!("tasks[{index}].task_id"),
-                    "must not be empty",
-                ));
-            }
+            validation::id(&format!("tasks[{index}].task_id"), &listed.task_id)?;
+            validation::optional_id(&format!("tasks[{index}].agent_id"), &listed.agent_id)?;
         }
         let mut answers = Vec::new();
         if request.tasks.is_empty() {

@@ -302,7 +302,7 @@ fn reregister_without_a_task_reports_it_lost_and_shuts_down_unknown_frameworks()
                 agent: Some(info),
                 tasks: vec![v1::AgentTask {
                     framework_id: "fw-gone".into(),
-                    task: Some(task("orphan", "cpus:1")),
+                    task: Some(task("orphan", "cpus:1;mem:32")),
                     latest_status: None,
                 }],
                 framework_ids: vec!["fw-gone".into()],
@@ -833,16 +833,19 @@ fn accept_asking_for_more_than_offered_is_refused_with_task_error_and_changes_no
             vec![task("a", "cpus:1;mem:128"), task("b", "cpus:1.5;mem:128")],
             None,
         ),
-        (vec![task("port", "cpus:1;ports:[32000-32000]")], None),
+        (
+            vec![task("port", "cpus:1;mem:32;ports:[32000-32000]")],
+            None,
+        ),
         (
             vec![
-                task("p1", "cpus:0.5;ports:[31000-31000]"),
-                task("p2", "cpus:0.5;ports:[31000-31000]"),
+                task("p1", "cpus:0.5;mem:32;ports:[31000-31000]"),
+                task("p2", "cpus:0.5;mem:32;ports:[31000-31000]"),
             ],
             Some("operations[0].launch.tasks[1].resources"),
         ),
         (
-            vec![task("", "cpus:1")],
+            vec![task("", "cpus:1;mem:32")],
             Some("operations[0].launch.tasks[0].task_id"),
         ),
         (
@@ -891,7 +894,7 @@ fn accept_asking_for_more_than_offered_is_refused_with_task_error_and_changes_no
 #[test]
 fn accept_of_a_task_on_another_agent_is_refused() {
     let (mut harness, _agent_id, _conn, framework, offer) = one_offer("cpus:2;mem:1024");
-    let mut misplaced = task("t", "cpus:1");
+    let mut misplaced = task("t", "cpus:1;mem:32");
     misplaced.agent_id = "agent-elsewhere".into();
     let result = harness.accept(&framework, &offer_ids(&[offer]), vec![misplaced], None);
     assert!(
@@ -909,7 +912,7 @@ fn accept_naming_a_stale_offer_drops_every_task_and_keeps_valid_offers() {
     let result = harness.accept(
         &framework,
         &[OfferId::new(offer.id.clone()), stale.clone()],
-        vec![task("t1", "cpus:1"), task("t2", "cpus:1")],
+        vec![task("t1", "cpus:1;mem:32"), task("t2", "cpus:1;mem:32")],
         None,
     );
     assert_eq!(result, Err(MasterError::UnknownOffer(stale)));
@@ -930,7 +933,7 @@ fn accept_naming_a_stale_offer_drops_every_task_and_keeps_valid_offers() {
     let result = harness.accept(
         &framework,
         &offer_ids(std::slice::from_ref(&offer)),
-        vec![task("t3", "cpus:1")],
+        vec![task("t3", "cpus:1;mem:32")],
         None,
     );
     assert_eq!(
@@ -953,7 +956,7 @@ fn accept_from_an_unknown_framework_or_stale_stream_is_refused() {
     let result = harness.accept(
         &stranger,
         &offer_ids(std::slice::from_ref(&offer)),
-        vec![task("t", "cpus:1")],
+        vec![task("t", "cpus:1;mem:32")],
         None,
     );
     assert_eq!(
@@ -969,7 +972,7 @@ fn accept_from_an_unknown_framework_or_stale_stream_is_refused() {
     let result = harness.accept(
         &stale,
         &offer_ids(&[offer]),
-        vec![task("t", "cpus:1")],
+        vec![task("t", "cpus:1;mem:32")],
         None,
     );
     assert!(matches!(result, Err(MasterError::StaleStream { .. })));
@@ -990,7 +993,12 @@ fn accept_of_another_frameworks_offer_is_an_unknown_offer() {
         (&first, &second)
     };
     let offers = offers_for(&commands, holder.conn);
-    let result = harness.accept(other, &offer_ids(&offers), vec![task("t", "cpus:1")], None);
+    let result = harness.accept(
+        other,
+        &offer_ids(&offers),
+        vec![task("t", "cpus:1;mem:32")],
+        None,
+    );
     assert_eq!(
         result,
         Err(MasterError::UnknownOffer(OfferId::new(
@@ -1029,7 +1037,7 @@ fn a_live_task_id_cannot_be_launched_twice() {
     let result = harness.accept(
         &framework,
         &offer_ids(&offers),
-        vec![task("t1", "cpus:1")],
+        vec![task("t1", "cpus:1;mem:32")],
         None,
     );
     assert!(
@@ -1584,5 +1592,520 @@ fn acknowledging_an_update_for_a_retired_task_still_reaches_the_agent() {
         messages_for(&commands, conn)
             .iter()
             .any(|message| matches!(message, Message::AckStatus(ack) if ack.uuid == "u9"))
+    );
+}
+
+// ----- bad input: every number and id range-checked, nothing changed (issue 12, 8-12) ----
+
+/// Asserts `result` is an `InvalidField` error for `field` whose reason contains `reason`.
+fn assert_invalid<T: std::fmt::Debug>(result: Result<T, MasterError>, field: &str, reason: &str) {
+    match result {
+        Err(MasterError::InvalidField {
+            field: got_field,
+            reason: got_reason,
+        }) => {
+            assert_eq!(got_field, field, "reason: {got_reason}");
+            assert!(
+                got_reason.contains(reason),
+                "{got_field}: {got_reason:?} should mention {reason:?}"
+            );
+            assert!(
+                got_reason.len() < 300,
+                "error echoes too much: {got_reason}"
+            );
+        }
+        other => panic!("expected {field} to be refused ({reason}), got {other:?}"),
+    }
+}
+
+fn scalar(name: &str, value: f64) -> v1::Resource {
+    v1::Resource {
+        name: name.to_owned(),
+        value: Some(v1::resource::Value::Scalar(value)),
+    }
+}
+
+#[test]
+fn kill_with_an_absurd_grace_period_is_refused_and_changes_nothing() {
+    let (mut harness, _agent_id, agent_conn, framework) =
+        launched_task("cpus:2;mem:1024", "cpus:1;mem:128");
+    let before = harness.master.state();
+    for grace in [1e308, f64::INFINITY, f64::NAN, -1.0, 366.0 * 24.0 * 3600.0] {
+        let now = harness.now();
+        let result = harness.master.kill(
+            now,
+            v1::KillRequest {
+                header: framework.header(),
+                task_id: "t1".to_owned(),
+                agent_id: String::new(),
+                grace_period_seconds: Some(grace),
+            },
+        );
+        assert_invalid(result, "grace_period_seconds", "");
+        let commands = harness.master.take_commands();
+        assert!(
+            messages_for(&commands, agent_conn).is_empty(),
+            "no KillTask sent"
+        );
+        assert_eq!(harness.master.state(), before);
+    }
+}
+
+#[test]
+fn accept_with_out_of_range_durations_is_refused_and_changes_nothing() {
+    let (mut harness, _agent_id, agent_conn, framework, offer) = one_offer("cpus:2;mem:1024");
+    let before = harness.master.state();
+    let field = |name: &str| format!("operations[0].launch.tasks[0].{name}");
+    let mut cases: Vec<(v1::TaskInfo, String)> = Vec::new();
+    let mut grace = task("t", "cpus:1;mem:128");
+    grace.kill_grace_period_seconds = 1e308;
+    cases.push((grace, field("kill_grace_period_seconds")));
+    for (name, setter) in [
+        (
+            "grace_period_seconds",
+            (|check: &mut v1::HealthCheck| check.grace_period_seconds = 1e308)
+                as fn(&mut v1::HealthCheck),
+        ),
+        ("interval_seconds", |check| {
+            check.interval_seconds = f64::NAN
+        }),
+        ("timeout_seconds", |check| check.timeout_seconds = -1.0),
+        ("delay_seconds", |check| check.delay_seconds = f64::INFINITY),
+    ] {
+        let mut check = v1::HealthCheck::default();
+        setter(&mut check);
+        let mut info = task("t", "cpus:1;mem:128");
+        info.health_check = Some(check);
+        cases.push((info, field(&format!("health_check.{name}"))));
+    }
+    let mut bad_port = task("t", "cpus:1;mem:128");
+    bad_port.container = Some(v1::ContainerInfo {
+        port_mappings: vec![v1::PortMapping {
+            container_port: 70_000,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    cases.push((bad_port, field("container.port_mappings[0].container_port")));
+    for (info, expected_field) in cases {
+        let result = harness.accept(
+            &framework,
+            &offer_ids(std::slice::from_ref(&offer)),
+            vec![info],
+            None,
+        );
+        assert_invalid(result, &expected_field, "");
+        let commands = harness.master.take_commands();
+        assert!(messages_for(&commands, agent_conn).is_empty());
+        assert_eq!(harness.master.state(), before, "nothing changed");
+    }
+    // A refuse_seconds beyond a year is refused too, instead of being clamped.
+    let result = harness.accept(
+        &framework,
+        &offer_ids(std::slice::from_ref(&offer)),
+        vec![task("t", "cpus:1;mem:128")],
+        Some(1e308),
+    );
+    assert_invalid(result, "filters.refuse_seconds", "at most");
+    assert_eq!(harness.master.state(), before, "nothing changed");
+    let result = harness.decline(&framework, &offer_ids(&[offer]), Some(1e308));
+    assert_invalid(result, "filters.refuse_seconds", "at most");
+    harness.master.take_commands();
+    assert_eq!(
+        harness.master.state(),
+        before,
+        "the offer is still outstanding"
+    );
+}
+
+#[test]
+fn subscribe_with_an_absurd_failover_timeout_or_oversized_fields_is_refused() {
+    let mut harness = Harness::new();
+    let before = harness.master.state();
+    type Case = (fn(&mut v1::FrameworkInfo), &'static str, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            |info| info.failover_timeout_seconds = 1e308,
+            "framework.failover_timeout_seconds",
+            "at most",
+        ),
+        (
+            |info| info.id = "f".repeat(70_000),
+            "framework.id",
+            "at most 255 bytes",
+        ),
+        (
+            |info| info.id = "fw/../etc".to_owned(),
+            "framework.id",
+            "'/'",
+        ),
+        (
+            |info| info.name = "n".repeat(256),
+            "framework.name",
+            "at most 255 bytes",
+        ),
+        (
+            |info| info.principal = "p\u{0}".to_owned(),
+            "framework.principal",
+            "",
+        ),
+    ];
+    for (mutate, field, reason) in cases {
+        let mut info = framework_info("fw", "");
+        mutate(&mut info);
+        let conn = harness.conn();
+        let now = harness.now();
+        assert_invalid(harness.master.subscribe(now, conn, info), field, reason);
+        assert!(harness.master.take_commands().is_empty());
+        assert_eq!(harness.master.state(), before);
+    }
+}
+
+#[test]
+fn resources_that_would_overflow_are_refused_at_accept_and_registration() {
+    let (mut harness, _agent_id, agent_conn, framework, offer) = one_offer("cpus:2;mem:1024");
+    let before = harness.master.state();
+    for (resources, reason) in [
+        (
+            vec![
+                scalar("cpus", 1e18),
+                scalar("cpus", 1e18),
+                scalar("mem", 128.0),
+            ],
+            "exceeds the maximum",
+        ),
+        (
+            vec![
+                scalar("cpus", 6e11),
+                scalar("cpus", 6e11),
+                scalar("mem", 128.0),
+            ],
+            "cpus total 1.2e12 exceeds the maximum 1e12",
+        ),
+    ] {
+        let mut info = task("t", "");
+        info.resources = resources;
+        let result = harness.accept(
+            &framework,
+            &offer_ids(std::slice::from_ref(&offer)),
+            vec![info],
+            None,
+        );
+        assert_invalid(result, "operations[0].launch.tasks[0].resources", reason);
+        let commands = harness.master.take_commands();
+        assert!(messages_for(&commands, agent_conn).is_empty());
+        assert_eq!(harness.master.state(), before);
+    }
+    // An agent registering cpus 1e18 twice gets an error, not a negative total.
+    let conn = harness.conn();
+    let now = harness.now();
+    let mut agent = agent_info("huge", "mem:1024");
+    agent.resources.push(scalar("cpus", 1e18));
+    agent.resources.push(scalar("cpus", 1e18));
+    let result = harness.master.agent_register(now, conn, agent);
+    assert_invalid(result, "agent.resources", "exceeds the maximum");
+    let mut agent = agent_info("huge", "mem:1024");
+    agent.resources.push(scalar("cpus", 9e11));
+    agent.resources.push(scalar("cpus", 9e11));
+    let result = harness.master.agent_register(now, conn, agent);
+    assert_invalid(result, "agent.resources", "cpus total 1.8e12 exceeds");
+    assert!(harness.master.take_commands().is_empty());
+    assert_eq!(harness.master.state(), before);
+}
+
+#[test]
+fn tasks_below_the_cpus_and_mem_minimums_are_refused() {
+    let (mut harness, _agent_id, agent_conn, framework, offer) = one_offer("cpus:2;mem:1024");
+    let before = harness.master.state();
+    for (text, reason) in [
+        ("mem:128", "cpus must be at least 0.01"),
+        ("cpus:0.001;mem:128", "cpus must be at least 0.01"),
+        ("cpus:1", "mem must be at least 6 MiB"),
+        ("cpus:1;mem:5", "mem must be at least 6 MiB"),
+    ] {
+        let result = harness.accept(
+            &framework,
+            &offer_ids(std::slice::from_ref(&offer)),
+            vec![task("t", text)],
+            None,
+        );
+        assert_invalid(result, "operations[0].launch.tasks[0].resources", reason);
+        let commands = harness.master.take_commands();
+        assert!(messages_for(&commands, agent_conn).is_empty());
+        assert_eq!(harness.master.state(), before);
+    }
+    // The minimums themselves are accepted.
+    harness
+        .accept(
+            &framework,
+            &offer_ids(&[offer]),
+            vec![task("t", "cpus:0.01;mem:6")],
+            None,
+        )
+        .expect("the minimum task is accepted");
+}
+
+#[test]
+fn ids_beyond_the_documented_limits_are_refused_everywhere() {
+    let (mut harness, agent_id, agent_conn, framework, offer) = one_offer("cpus:2;mem:1024");
+    let long = "a".repeat(70_000);
+    let before = harness.master.state();
+
+    let result = harness.accept(
+        &framework,
+        &offer_ids(std::slice::from_ref(&offer)),
+        vec![task(&long, "cpus:1;mem:128")],
+        None,
+    );
+    assert_invalid(
+        result,
+        "operations[0].launch.tasks[0].task_id",
+        "at most 255 bytes, got 70000",
+    );
+    let result = harness.accept(
+        &framework,
+        &offer_ids(std::slice::from_ref(&offer)),
+        vec![task("a b", "cpus:1;mem:128")],
+        None,
+    );
+    assert_invalid(result, "operations[0].launch.tasks[0].task_id", "spaces");
+    let mut labelled = task("t", "cpus:1;mem:128");
+    labelled.labels.insert("k".to_owned(), long.clone());
+    let result = harness.accept(
+        &framework,
+        &offer_ids(std::slice::from_ref(&offer)),
+        vec![labelled],
+        None,
+    );
+    assert_invalid(
+        result,
+        "operations[0].launch.tasks[0].labels[\"k\"]",
+        "at most 4096",
+    );
+    harness.master.take_commands();
+
+    let now = harness.now();
+    let result = harness.master.kill(
+        now,
+        v1::KillRequest {
+            header: framework.header(),
+            task_id: long.clone(),
+            ..Default::default()
+        },
+    );
+    assert_invalid(result, "task_id", "at most 255 bytes");
+    let mut header = framework.header();
+    if let Some(header) = header.as_mut() {
+        header.framework_id = long.clone();
+    }
+    let result = harness.master.decline(
+        now,
+        v1::DeclineRequest {
+            header,
+            offer_ids: vec![offer.id.clone()],
+            filters: None,
+        },
+    );
+    assert_invalid(result, "header.framework_id", "at most 255 bytes");
+
+    let result = harness.status_update(
+        agent_conn,
+        &framework.id,
+        &long,
+        TaskState::TaskRunning,
+        "u1",
+    );
+    assert_invalid(result, "status.task_id", "at most 255 bytes");
+
+    let conn = harness.conn();
+    let mut agent = agent_info("host", "cpus:1;mem:64");
+    agent.id = long.clone();
+    let result = harness.master.agent_reregister(
+        now,
+        conn,
+        v1::Reregister {
+            agent: Some(agent),
+            ..Default::default()
+        },
+    );
+    assert_invalid(result, "agent.id", "at most 255 bytes");
+    let mut agent = agent_info("host", "cpus:1;mem:64");
+    agent.id = agent_id.to_string();
+    agent.hostname = long.clone();
+    let result = harness.master.agent_reregister(
+        now,
+        agent_conn,
+        v1::Reregister {
+            agent: Some(agent),
+            ..Default::default()
+        },
+    );
+    assert_invalid(result, "agent.hostname", "at most 255 bytes");
+
+    assert!(messages_for(&harness.master.take_commands(), agent_conn).is_empty());
+    assert_eq!(harness.master.state(), before, "nothing changed");
+}
+
+#[test]
+fn task_killing_reaches_only_frameworks_with_the_capability_and_is_acknowledged_for_the_others() {
+    for capable in [false, true] {
+        let mut harness = Harness::new();
+        let (_agent_id, agent_conn) = harness.register_agent("cpus:2;mem:1024");
+        let mut info = framework_info("fw", "");
+        if capable {
+            info.capabilities
+                .push(v1::FrameworkCapability::TaskKillingState as i32);
+        }
+        let framework = harness.subscribe(info);
+        let offers = offers_for(&harness.allocate(), framework.conn);
+        harness
+            .accept(
+                &framework,
+                &offer_ids(&offers),
+                vec![task("t1", "cpus:1;mem:128")],
+                Some(0.0),
+            )
+            .expect("accept");
+        harness.master.take_commands();
+        harness
+            .status_update(
+                agent_conn,
+                &framework.id,
+                "t1",
+                TaskState::TaskRunning,
+                "u1",
+            )
+            .expect("running");
+        harness.master.take_commands();
+        harness
+            .status_update(
+                agent_conn,
+                &framework.id,
+                "t1",
+                TaskState::TaskKilling,
+                "u2",
+            )
+            .expect("killing");
+        let commands = harness.master.take_commands();
+        let updates = updates_for(&commands, framework.conn);
+        let acks: Vec<String> = messages_for(&commands, agent_conn)
+            .into_iter()
+            .filter_map(|message| match message {
+                Message::AckStatus(ack) => Some(ack.uuid),
+                _ => None,
+            })
+            .collect();
+        if capable {
+            assert_eq!(updates.len(), 1);
+            assert_eq!(updates[0].state(), TaskState::TaskKilling);
+            assert!(acks.is_empty(), "the framework acknowledges: {acks:?}");
+        } else {
+            assert!(updates.is_empty(), "no TASK_KILLING: {updates:?}");
+            assert_eq!(acks, ["u2"], "acknowledged for the framework");
+        }
+        // Reconciliation answers TASK_RUNNING to a framework that does not know TASK_KILLING.
+        let now = harness.now();
+        harness
+            .master
+            .reconcile(
+                now,
+                v1::ReconcileRequest {
+                    header: framework.header(),
+                    tasks: Vec::new(),
+                },
+            )
+            .expect("reconcile");
+        let answers = updates_for(&harness.master.take_commands(), framework.conn);
+        let expected = if capable {
+            TaskState::TaskKilling
+        } else {
+            TaskState::TaskRunning
+        };
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].state(), expected);
+    }
+}
+
+#[test]
+fn acknowledging_a_uuid_that_is_not_the_latest_update_is_refused() {
+    let (mut harness, agent_id, agent_conn, framework) =
+        launched_task("cpus:2;mem:1024", "cpus:1;mem:128");
+    harness
+        .status_update(
+            agent_conn,
+            &framework.id,
+            "t1",
+            TaskState::TaskRunning,
+            "u1",
+        )
+        .expect("running");
+    harness.master.take_commands();
+    let before = harness.master.state();
+    let now = harness.now();
+    let acknowledge = |uuid: &str| v1::AcknowledgeRequest {
+        header: framework.header(),
+        agent_id: agent_id.to_string(),
+        task_id: "t1".to_owned(),
+        uuid: uuid.to_owned(),
+    };
+    let result = harness.master.acknowledge(now, acknowledge("made-up"));
+    assert!(
+        matches!(result, Err(MasterError::UnknownUpdate { ref uuid, .. }) if uuid == "made-up"),
+        "{result:?}"
+    );
+    assert!(messages_for(&harness.master.take_commands(), agent_conn).is_empty());
+    assert_eq!(harness.master.state(), before);
+    // The latest update's uuid is forwarded to the agent, as before.
+    harness
+        .master
+        .acknowledge(now, acknowledge("u1"))
+        .expect("the latest update is acknowledged");
+    let forwarded = messages_for(&harness.master.take_commands(), agent_conn);
+    assert!(
+        matches!(forwarded.as_slice(), [Message::AckStatus(ack)] if ack.uuid == "u1"),
+        "{forwarded:?}"
+    );
+}
+
+#[test]
+fn a_subscription_says_whether_the_framework_starts_suppressed_even_on_failover() {
+    let mut harness = Harness::new();
+    harness.register_agent("cpus:2;mem:1024");
+    let conn = harness.conn();
+    let now = harness.now();
+    let subscribed = harness
+        .master
+        .subscribe_suppressed(now, conn, framework_info("fw", ""), true)
+        .expect("subscribes suppressed");
+    assert!(
+        offers_for(&harness.allocate(), conn).is_empty(),
+        "suppressed: no offers"
+    );
+
+    // Failing over without the flag: offers resume, whatever the old stream had asked.
+    let mut info = framework_info("fw", "");
+    info.id = subscribed.framework_id.clone();
+    let failover_conn = harness.conn();
+    let now = harness.now();
+    harness
+        .master
+        .subscribe_suppressed(now, failover_conn, info.clone(), false)
+        .expect("fails over");
+    assert_eq!(offers_for(&harness.allocate(), failover_conn).len(), 1);
+
+    // Failing over with the flag keeps it suppressed.
+    let suppressed_conn = harness.conn();
+    let now = harness.now();
+    harness
+        .master
+        .subscribe_suppressed(now, suppressed_conn, info, true)
+        .expect("fails over suppressed");
+    assert!(offers_for(&harness.allocate(), suppressed_conn).is_empty());
+    let state = harness.master.state();
+    assert!(
+        state
+            .frameworks
+            .iter()
+            .all(|framework| framework.suppressed)
     );
 }

@@ -85,7 +85,9 @@ impl SchedulerService for SchedulerGrpc {
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let Some(framework) = request.into_inner().framework else {
+        let request = request.into_inner();
+        let suppressed = request.suppressed;
+        let Some(framework) = request.framework else {
             return Err(Status::invalid_argument("framework: missing"));
         };
         let conn = self.actor.next_conn_id();
@@ -99,6 +101,7 @@ impl SchedulerService for SchedulerGrpc {
             .call(|reply| actor::Request::Subscribe {
                 conn,
                 framework,
+                suppressed,
                 link,
                 reply,
             })

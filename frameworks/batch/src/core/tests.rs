@@ -525,7 +525,7 @@ proptest! {
         let mut harness = Harness::new("2026-01-01T00:00:00Z");
         let run = harness
             .submit(&format!(
-                r#"{{"id":"p","run":{{"cmd":"x","cpus":0.1,"mem":1}},"completions":{completions},"parallelism":{parallelism},"retries":{retries},"backoffSeconds":0.01,"maxBackoffSeconds":0.01}}"#
+                r#"{{"id":"p","run":{{"cmd":"x","cpus":0.1,"mem":16}},"completions":{completions},"parallelism":{parallelism},"retries":{retries},"backoffSeconds":0.01,"maxBackoffSeconds":0.01}}"#
             ))
             .expect("run");
         // Attempts that are only ever dropped would keep the run active forever (until its

@@ -7,6 +7,8 @@ use std::fmt;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
+use agora_proto::{MAX_SCALAR, limits};
+
 use super::spec::{JobId, JobSpec, parse_constraint};
 use crate::cron::CronExpression;
 
@@ -75,6 +77,16 @@ pub fn parse_job(text: &[u8]) -> Result<ParsedJob, JobSpecError> {
                 errors: vec![FieldError::new(path, reason)],
             }
         })?;
+    // One JSON document and nothing after it: `{...}garbage` is refused, not half-read.
+    deserializer.end().map_err(|error| JobSpecError {
+        errors: vec![FieldError::new(
+            "/",
+            format!(
+                "malformed JSON: {} after the job object",
+                strip_position(&error.to_string())
+            ),
+        )],
+    })?;
     let unknown_fields = take_unknown_fields(&mut spec);
     let errors = validate(&spec);
     if !errors.is_empty() {
@@ -148,8 +160,35 @@ fn check_quantity(errors: &mut Vec<FieldError>, path: &str, value: f64, allow_ze
         };
         errors.push(FieldError::new(
             path,
-            format!("must be a finite number {bound}, got {value}"),
+            format!(
+                "must be a finite number {bound}, got {}",
+                limits::display_number(value)
+            ),
         ));
+    }
+}
+
+/// A resource amount: at least `min` (the master's task minimum) and at most the
+/// protocol's largest scalar.
+fn check_resource(errors: &mut Vec<FieldError>, path: &str, value: f64, min: f64) {
+    if !value.is_finite() || value < min || value > MAX_SCALAR {
+        errors.push(FieldError::new(
+            path,
+            format!(
+                "must be between {min} and {MAX_SCALAR:e}, got {}",
+                limits::display_number(value)
+            ),
+        ));
+    }
+}
+
+/// A duration in seconds: within the protocol's one-year bound.
+fn check_seconds(errors: &mut Vec<FieldError>, path: &str, seconds: f64) {
+    if seconds.is_finite()
+        && seconds >= 0.0
+        && let Err(error) = limits::check_duration_seconds(seconds)
+    {
+        errors.push(FieldError::new(path, error.to_string()));
     }
 }
 
@@ -191,15 +230,11 @@ pub fn validate(spec: &JobSpec) -> Vec<FieldError> {
             ));
         }
     }
-    check_quantity(&mut errors, "/run/cpus", run.cpus, true);
-    check_quantity(&mut errors, "/run/mem", run.mem, true);
-    check_quantity(&mut errors, "/run/disk", run.disk, true);
-    if run.cpus.is_finite() && run.mem.is_finite() && run.cpus <= 0.0 && run.mem <= 0.0 {
-        errors.push(FieldError::new(
-            "/run/cpus",
-            "an attempt needs some cpus or mem",
-        ));
-    }
+    // Zero cpus or mem would start a container without any limit: the master refuses such
+    // tasks, so the job is refused here, where the field can be named.
+    check_resource(&mut errors, "/run/cpus", run.cpus, limits::MIN_TASK_CPUS);
+    check_resource(&mut errors, "/run/mem", run.mem, limits::MIN_TASK_MEM_MIB);
+    check_resource(&mut errors, "/run/disk", run.disk, 0.0);
     if spec.completions == 0 || spec.completions > MAX_COMPLETIONS {
         errors.push(FieldError::new(
             "/completions",
@@ -231,6 +266,8 @@ pub fn validate(spec: &JobSpec) -> Vec<FieldError> {
         spec.max_backoff_seconds,
         false,
     );
+    check_seconds(&mut errors, "/backoffSeconds", spec.backoff_seconds);
+    check_seconds(&mut errors, "/maxBackoffSeconds", spec.max_backoff_seconds);
     if spec.max_backoff_seconds < spec.backoff_seconds {
         errors.push(FieldError::new(
             "/maxBackoffSeconds",
@@ -245,6 +282,9 @@ pub fn validate(spec: &JobSpec) -> Vec<FieldError> {
             "/activeDeadlineSeconds",
             "must be at least 1",
         ));
+    }
+    if let Some(deadline) = spec.active_deadline_seconds {
+        check_seconds(&mut errors, "/activeDeadlineSeconds", deadline as f64);
     }
     if let Some(schedule) = &spec.schedule {
         if let Err(error) = CronExpression::parse(&schedule.cron) {
@@ -264,6 +304,13 @@ pub fn validate(spec: &JobSpec) -> Vec<FieldError> {
                 "/schedule/startingDeadlineSeconds",
                 "must be at least 1",
             ));
+        }
+        if let Some(deadline) = schedule.starting_deadline_seconds {
+            check_seconds(
+                &mut errors,
+                "/schedule/startingDeadlineSeconds",
+                deadline as f64,
+            );
         }
     }
     let mut seen = BTreeSet::new();
@@ -356,6 +403,63 @@ mod tests {
             error.errors[0].reason.contains("missing field `id`"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn trailing_garbage_after_the_json_is_refused() {
+        let error = parse_job(br#"{"id":"a","run":{"cmd":"x"}} garbage"#).unwrap_err();
+        assert_eq!(error.errors[0].path, "/", "{error}");
+        assert!(error.errors[0].reason.contains("malformed JSON"), "{error}");
+        let error = parse_job(br#"{"id":"a","run":{"cmd":"x"}}{"id":"b"}"#).unwrap_err();
+        assert!(
+            error.errors[0].reason.contains("after the job object"),
+            "{error}"
+        );
+        assert!(parse_job(b"{\"id\":\"a\",\"run\":{\"cmd\":\"x\"}}\n  ").is_ok());
+    }
+
+    #[test]
+    fn resources_and_durations_are_range_checked() {
+        let error = parse_job(
+            br#"{"id":"a","run":{"cmd":"x","cpus":0,"mem":0,"disk":1e300},
+                 "backoffSeconds":1e308,"maxBackoffSeconds":1e308,
+                 "activeDeadlineSeconds":100000000000}"#,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = error.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/run/cpus",
+                "/run/mem",
+                "/run/disk",
+                "/backoffSeconds",
+                "/maxBackoffSeconds",
+                "/activeDeadlineSeconds"
+            ],
+            "{error}"
+        );
+        assert!(error.errors[1].reason.contains("between 6"), "{error}");
+        let error = parse_job(br#"{"id":"a","run":{"cmd":"x","cpus":0.1,"mem":5}}"#).unwrap_err();
+        assert_eq!(error.errors[0].path, "/run/mem", "{error}");
+        assert!(parse_job(br#"{"id":"a","run":{"cmd":"x","cpus":0.01,"mem":6}}"#).is_ok());
+    }
+
+    #[test]
+    fn job_ids_leave_room_for_the_derived_task_ids() {
+        let longest = "j".repeat(limits::MAX_DERIVING_ID_LEN);
+        let body = format!(r#"{{"id":"{longest}","run":{{"cmd":"x"}}}}"#);
+        assert!(parse_job(body.as_bytes()).is_ok());
+        let task_id = crate::core::task_id_for(
+            &JobId::new(&longest),
+            crate::core::RunId(u64::MAX),
+            u32::MAX,
+        );
+        assert_eq!(agora_proto::limits::check_id(&task_id), Ok(()));
+        let body = format!(r#"{{"id":"{longest}j","run":{{"cmd":"x"}}}}"#);
+        let error = parse_job(body.as_bytes()).unwrap_err();
+        assert_eq!(error.errors[0].path, "/id", "{error}");
+        assert!(error.errors[0].reason.contains("at most 200"), "{error}");
     }
 
     #[test]

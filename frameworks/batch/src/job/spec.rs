@@ -31,8 +31,14 @@ impl JobId {
         if text.is_empty() {
             return Some("must not be empty".to_owned());
         }
-        if text.len() > 63 {
-            return Some(format!("must be at most 63 characters, got {}", text.len()));
+        // The protocol's shared limit for ids that task ids are derived from: the task id
+        // `<job>.r<run>.a<attempt>` then stays within the master's task id limit.
+        let max = agora_proto::limits::MAX_DERIVING_ID_LEN;
+        if text.len() > max {
+            return Some(format!(
+                "must be at most {max} characters, got {}",
+                text.len()
+            ));
         }
         let starts_well = text
             .chars()

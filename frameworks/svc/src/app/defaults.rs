@@ -32,5 +32,3 @@ pub const HEALTH_MAX_CONSECUTIVE_FAILURES: u32 = 3;
 pub const HEALTH_DELAY_SECONDS: u32 = 15;
 /// Default `healthChecks[].path` for HTTP-style checks.
 pub const HEALTH_PATH: &str = "/";
-/// Smallest `cpus` an app may ask for.
-pub const MIN_CPUS: f64 = 0.001;

@@ -547,8 +547,21 @@ fn read_container(reader: &mut Reader, obj: &Obj<'_>) -> (Container, Option<Netw
                 "privileged",
                 "network",
                 "portMappings",
+                "parameters",
             ],
         );
+        // Arbitrary `docker run` parameters would bypass the agent's container policy: they
+        // are refused rather than silently ignored. An empty list (which Marathon clients
+        // send by default) asks for nothing and is accepted.
+        if let Some((items, parameters_path)) = reader.array(&docker_obj, "parameters")
+            && !items.is_empty()
+        {
+            reader.error(
+                &parameters_path,
+                "is not supported: Agora's agents take no arbitrary docker run parameters \
+                 (use env, portMappings, volumes with hostPath, or privileged)",
+            );
+        }
         let image = reader.string(&docker_obj, "image");
         if image.is_none() && reader.field(&docker_obj, "image").is_none() {
             reader.error(&child_path(&path, "image"), "is required");

@@ -5,8 +5,12 @@ use std::fmt;
 
 use serde_json::{Value, json};
 
-use super::defaults;
+use agora_proto::{MAX_SCALAR, limits};
+
 use super::definition::{AppDefinition, HealthCheckProtocol, NetworkMode};
+
+/// Most instances one app may ask for (ten times the largest deployment benchmarked).
+pub const MAX_INSTANCES: u32 = 1_000_000;
 
 /// The errors found at one JSON pointer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +99,9 @@ impl AppDefinition {
         self.validate_identity(&mut errors);
         self.validate_command(&mut errors);
         self.validate_resources(&mut errors);
+        self.validate_durations(&mut errors);
+        self.validate_instances(&mut errors);
+        self.validate_container_options(&mut errors);
         self.validate_networking(&mut errors);
         self.validate_health_checks(&mut errors);
         self.validate_scheduling(&mut errors);
@@ -104,6 +111,19 @@ impl AppDefinition {
     fn validate_identity(&self, errors: &mut ValidationErrors) {
         if self.id.is_root() {
             errors.push("/id", "app id must name an app, not the root group");
+        }
+        // Task ids are `<app id without the leading slash>.<uuid>`: the protocol's limit for
+        // ids that task ids derive from keeps them within the master's task id limit (and the
+        // app's URLs well within any server's request-line limit).
+        let max = limits::MAX_DERIVING_ID_LEN;
+        if self.id.as_str().len() > max {
+            errors.push(
+                "/id",
+                format!(
+                    "must be at most {max} characters, got {}",
+                    self.id.as_str().len()
+                ),
+            );
         }
         for (index, dependency) in self.dependencies.iter().enumerate() {
             if *dependency == self.id {
@@ -136,14 +156,108 @@ impl AppDefinition {
     }
 
     fn validate_resources(&self, errors: &mut ValidationErrors) {
-        if !(self.cpus.is_finite() && self.cpus >= defaults::MIN_CPUS) {
-            errors.push("/cpus", format!("must be >= {}", defaults::MIN_CPUS));
+        // Zero cpus or mem would start a container without any limit; the master refuses
+        // such tasks, so the app is refused here, where the field can be named.
+        for (path, value, min) in [
+            ("/cpus", self.cpus, limits::MIN_TASK_CPUS),
+            ("/mem", self.mem, limits::MIN_TASK_MEM_MIB),
+            ("/disk", self.disk, 0.0),
+        ] {
+            if !(value.is_finite() && (min..=MAX_SCALAR).contains(&value)) {
+                errors.push(
+                    path,
+                    format!(
+                        "must be between {min} and {MAX_SCALAR:e}, got {}",
+                        limits::display_number(value)
+                    ),
+                );
+            }
         }
-        if !(self.mem.is_finite() && self.mem >= 0.0) {
-            errors.push("/mem", "must be >= 0");
+    }
+
+    fn validate_instances(&self, errors: &mut ValidationErrors) {
+        // Every instance is a record in memory and in the store: a typo of 4 billion
+        // instances must not exhaust the daemon.
+        if self.instances > MAX_INSTANCES {
+            errors.push(
+                "/instances",
+                format!("must be at most {MAX_INSTANCES}, got {}", self.instances),
+            );
         }
-        if !(self.disk.is_finite() && self.disk >= 0.0) {
-            errors.push("/disk", "must be >= 0");
+    }
+
+    fn validate_durations(&self, errors: &mut ValidationErrors) {
+        let mut check = |path: String, seconds: u64| {
+            // Every duration becomes a protocol `*_seconds` field or a timer: bounded by
+            // the protocol's one-year limit.
+            if let Err(error) = limits::check_duration_seconds(seconds as f64) {
+                errors.push(path, error.to_string());
+            }
+        };
+        check("/backoffSeconds".to_owned(), self.backoff_seconds);
+        check(
+            "/maxLaunchDelaySeconds".to_owned(),
+            self.max_launch_delay_seconds,
+        );
+        if let Some(grace) = self.task_kill_grace_period_seconds {
+            check("/taskKillGracePeriodSeconds".to_owned(), grace);
+        }
+        for (index, health) in self.health_checks.iter().enumerate() {
+            let base = format!("/healthChecks/{index}");
+            check(
+                format!("{base}/gracePeriodSeconds"),
+                u64::from(health.grace_period_seconds),
+            );
+            check(
+                format!("{base}/intervalSeconds"),
+                u64::from(health.interval_seconds),
+            );
+            check(
+                format!("{base}/timeoutSeconds"),
+                u64::from(health.timeout_seconds),
+            );
+            check(
+                format!("{base}/delaySeconds"),
+                u64::from(health.delay_seconds),
+            );
+        }
+    }
+
+    fn validate_container_options(&self, errors: &mut ValidationErrors) {
+        let Some(container) = &self.container else {
+            return;
+        };
+        // `privileged` lives in `container.docker`, whose image is required: nothing to check.
+        let has_image = self.docker_image().is_some();
+        for (index, volume) in container.volumes.iter().enumerate() {
+            let base = format!("/container/volumes/{index}");
+            if volume
+                .host_path
+                .as_deref()
+                .is_none_or(|path| path.trim().is_empty())
+            {
+                errors.push(
+                    format!("{base}/hostPath"),
+                    "is required: only host bind mounts are supported (no persistent or external volumes)",
+                );
+            }
+            if !has_image {
+                errors.push(
+                    base.clone(),
+                    "volumes need container.docker.image (a plain process has nothing to mount into)",
+                );
+            }
+            for (field, value) in [
+                ("hostPath", volume.host_path.as_deref().unwrap_or("")),
+                ("containerPath", volume.container_path.as_str()),
+            ] {
+                if value.contains(':') {
+                    errors.push(
+                        format!("{base}/{field}"),
+                        "must not contain ':' (it separates the parts of a bind mount)",
+                    );
+                }
+            }
         }
     }
 

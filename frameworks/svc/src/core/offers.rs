@@ -380,6 +380,27 @@ pub fn task_builder(app: &AppDefinition, task_id: &str, config_version: &str) ->
     if let Some(image) = app.docker_image() {
         builder = builder.image(image);
     }
+    // Passed through, never dropped: the agent's policy (--allow-privileged, its host-path
+    // policy) decides whether the container may have them, and fails the task if not.
+    if let Some(container) = &app.container {
+        if container
+            .docker
+            .as_ref()
+            .is_some_and(|docker| docker.privileged)
+        {
+            builder = builder.privileged(true);
+        }
+        for volume in &container.volumes {
+            if let Some(host_path) = &volume.host_path {
+                let read_only = match volume.mode {
+                    crate::app::VolumeMode::ReadOnly => ":ro",
+                    crate::app::VolumeMode::ReadWrite => "",
+                };
+                builder =
+                    builder.volume(format!("{host_path}:{}{read_only}", volume.container_path));
+            }
+        }
+    }
     if app.uses_container_networking() {
         builder = builder.network(v1::NetworkMode::Bridge);
         for mapping in app.port_mappings() {

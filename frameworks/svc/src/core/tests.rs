@@ -649,3 +649,27 @@ fn an_instance_the_master_has_not_confirmed_since_subscribing_is_not_shown_runni
     core.on_offers(offers(1), T0 + 12.0);
     assert!(launched(&core.take_commands()).is_empty());
 }
+
+#[test]
+fn privileged_and_host_volumes_are_passed_to_the_task_not_dropped() {
+    let mut core = subscribed_core();
+    core.create_app(
+        app(r#"{"id":"/priv","cpus":0.1,"mem":32,
+               "container":{"docker":{"image":"busybox","privileged":true,"parameters":[]},
+                            "volumes":[{"containerPath":"/data","hostPath":"/srv/data","mode":"RO"},
+                                       {"containerPath":"/scratch","hostPath":"/tmp/scratch","mode":"RW"}]}}"#),
+        T0,
+    )
+    .expect("created");
+    core.take_commands();
+    core.on_offers(offers(1), T0 + 1.0);
+    let tasks = launched(&core.take_commands());
+    assert_eq!(tasks.len(), 1);
+    let container = tasks[0].container.clone().expect("a container");
+    assert!(container.privileged, "{container:?}");
+    assert_eq!(
+        container.volumes,
+        ["/srv/data:/data:ro", "/tmp/scratch:/scratch"],
+        "{container:?}"
+    );
+}
