@@ -31,6 +31,12 @@ fn job(image: &str, id: &str, seconds: u32, completions: u32, parallelism: u32) 
     })
 }
 
+/// A job id no other run uses: batch task ids (and so container names) derive from it, and
+/// another test run may share the Docker Engine.
+fn unique_job_id(name: &str) -> String {
+    format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
 /// Waits until `check` accepts the run's JSON; returns it.
 async fn wait_run(
     cluster: &FaultCluster,
@@ -72,8 +78,9 @@ async fn attempts_finishing_during_a_partition(
     stop_for: Duration,
 ) -> anyhow::Result<Duration> {
     let mut cluster = FaultCluster::start(docker.clone(), image, batch_options()).await?;
-    let run = cluster.batch_submit(&job(image, "item3", 4, 3, 3)).await?;
-    let body = wait_run(&cluster, "item3", run, "3 attempts RUNNING", |body| {
+    let job_id = unique_job_id("item3");
+    let run = cluster.batch_submit(&job(image, &job_id, 4, 3, 3)).await?;
+    let body = wait_run(&cluster, &job_id, run, "3 attempts RUNNING", |body| {
         attempts_in(body, "RUNNING") == 3
     })
     .await?;
@@ -92,7 +99,7 @@ async fn attempts_finishing_during_a_partition(
     cluster.agent(number)?.sigcont()?;
     cluster
         .assert_exact_batch(
-            "item3",
+            &job_id,
             run,
             BatchExpectation {
                 completions: 3,
@@ -146,8 +153,9 @@ async fn batch_sigkill_mid_run(
     finished_before: usize,
 ) -> anyhow::Result<Duration> {
     let mut cluster = FaultCluster::start(docker.clone(), image, batch_options()).await?;
-    let run = cluster.batch_submit(&job(image, "midrun", 2, 6, 3)).await?;
-    wait_run(&cluster, "midrun", run, "the chosen moment", |body| {
+    let job_id = unique_job_id("midrun");
+    let run = cluster.batch_submit(&job(image, &job_id, 2, 6, 3)).await?;
+    wait_run(&cluster, &job_id, run, "the chosen moment", |body| {
         if finished_before == 0 {
             attempts_in(body, "RUNNING") >= 1
         } else {
@@ -167,7 +175,7 @@ async fn batch_sigkill_mid_run(
     }
     cluster
         .assert_exact_batch(
-            "midrun",
+            &job_id,
             run,
             BatchExpectation {
                 completions: 6,
