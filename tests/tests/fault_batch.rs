@@ -21,14 +21,28 @@ fn batch_options() -> FaultOptions {
     }
 }
 
-fn job(image: &str, id: &str, seconds: u32, completions: u32, parallelism: u32) -> Value {
+/// A job of `completions` containers sleeping `seconds`, `parallelism` at a time.
+fn job(
+    image: &str,
+    id: &str,
+    seconds: u32,
+    completions: u32,
+    parallelism: u32,
+    retries: u32,
+) -> Value {
     json!({
         "id": id,
         "run": { "cmd": format!("sleep {seconds}"), "image": image, "cpus": 0.1, "mem": 16 },
         "completions": completions,
         "parallelism": parallelism,
-        "retries": 0
+        "retries": retries
     })
+}
+
+/// A job id no other run uses: batch task ids (and so container names) derive from it, and
+/// another test run may share the Docker Engine.
+fn unique_job_id(name: &str) -> String {
+    format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
 /// Waits until `check` accepts the run's JSON; returns it.
@@ -64,16 +78,22 @@ fn attempts_in(run: &Value, state: &str) -> usize {
 /// TASK_FINISHED on its return; batch ignores it: work runs twice, parallelism exceeded, and
 /// with retries 0 a run FAILED although every container exited 0." The agent of the first
 /// attempt is frozen `delay` after all attempts run, for `stop_for` (longer than the heartbeat
-/// timeout and than the containers' 4 s), then continued.
+/// timeout and than the containers' 4 s), then continued. With `retries` > 0 the attempts
+/// lost with the agent may be retried, but the work must still be done (and counted) once
+/// per completion, within `parallelism`.
 async fn attempts_finishing_during_a_partition(
     docker: &Docker,
     image: &str,
     delay: Duration,
     stop_for: Duration,
+    retries: u32,
 ) -> anyhow::Result<Duration> {
     let mut cluster = FaultCluster::start(docker.clone(), image, batch_options()).await?;
-    let run = cluster.batch_submit(&job(image, "item3", 4, 3, 3)).await?;
-    let body = wait_run(&cluster, "item3", run, "3 attempts RUNNING", |body| {
+    let job_id = unique_job_id("item3");
+    let run = cluster
+        .batch_submit(&job(image, &job_id, 4, 3, 3, retries))
+        .await?;
+    let body = wait_run(&cluster, &job_id, run, "3 attempts RUNNING", |body| {
         attempts_in(body, "RUNNING") == 3
     })
     .await?;
@@ -92,7 +112,7 @@ async fn attempts_finishing_during_a_partition(
     cluster.agent(number)?.sigcont()?;
     cluster
         .assert_exact_batch(
-            "item3",
+            &job_id,
             run,
             BatchExpectation {
                 completions: 3,
@@ -110,16 +130,24 @@ async fn item3_attempts_that_finish_during_a_partition_count_once() -> anyhow::R
         return Ok(());
     };
     let mut suite = FaultSuite::new();
-    for (run, (moment, delay, stop_for)) in [
+    for (run, (moment, delay, stop_for, retries)) in [
         (
-            "agent frozen as soon as all attempts run, for 7 s",
+            "retries 0, agent frozen as soon as all attempts run, for 7 s",
             Duration::ZERO,
             Duration::from_secs(7),
+            0,
         ),
         (
-            "agent frozen 2 s after all attempts run, for 5 s",
+            "retries 0, agent frozen 2 s after all attempts run, for 5 s",
             Duration::from_secs(2),
             Duration::from_secs(5),
+            0,
+        ),
+        (
+            "retries 2, agent frozen as soon as all attempts run, for 7 s",
+            Duration::ZERO,
+            Duration::from_secs(7),
+            2,
         ),
     ]
     .into_iter()
@@ -130,7 +158,7 @@ async fn item3_attempts_that_finish_during_a_partition_count_once() -> anyhow::R
                 "item3-batch-finished-after-lost",
                 run + 1,
                 moment,
-                attempts_finishing_during_a_partition(&docker, &image, delay, stop_for),
+                attempts_finishing_during_a_partition(&docker, &image, delay, stop_for, retries),
             )
             .await;
     }
@@ -146,8 +174,11 @@ async fn batch_sigkill_mid_run(
     finished_before: usize,
 ) -> anyhow::Result<Duration> {
     let mut cluster = FaultCluster::start(docker.clone(), image, batch_options()).await?;
-    let run = cluster.batch_submit(&job(image, "midrun", 2, 6, 3)).await?;
-    wait_run(&cluster, "midrun", run, "the chosen moment", |body| {
+    let job_id = unique_job_id("midrun");
+    let run = cluster
+        .batch_submit(&job(image, &job_id, 2, 6, 3, 0))
+        .await?;
+    wait_run(&cluster, &job_id, run, "the chosen moment", |body| {
         if finished_before == 0 {
             attempts_in(body, "RUNNING") >= 1
         } else {
@@ -167,7 +198,7 @@ async fn batch_sigkill_mid_run(
     }
     cluster
         .assert_exact_batch(
-            "midrun",
+            &job_id,
             run,
             BatchExpectation {
                 completions: 6,

@@ -46,13 +46,21 @@ enum AfterResubscribe {
 /// soon as svcframework has re-subscribed scale to a small count (or start a rolling restart)."
 /// Kills for tasks on agents that have not re-registered yet must not be lost: no orphan may
 /// keep running once the agents are back.
+///
+/// With `hold_back_node_3`, node-3 is frozen (SIGSTOP) across the master restart and continued
+/// 2 s after the action, so the kills certainly reach the master before node-3 re-registers
+/// (without it, whether an agent is back first is a race).
 async fn kill_right_after_master_restart(
     docker: &Docker,
     image: &str,
     action: AfterResubscribe,
+    hold_back_node_3: bool,
 ) -> anyhow::Result<Duration> {
     let app = "/item1";
     let mut cluster = deployed_cluster(docker, image, app, FaultOptions::default()).await?;
+    if hold_back_node_3 {
+        cluster.agent(3)?.sigstop()?;
+    }
     cluster.master.sigkill()?;
     cluster.mark_fault();
     cluster.master.start()?;
@@ -75,6 +83,10 @@ async fn kill_right_after_master_restart(
             INSTANCES as usize
         }
     };
+    if hold_back_node_3 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.agent(3)?.sigcont()?;
+    }
     cluster
         .assert_exact_svc(app, wanted, 3, CONVERGE_TIMEOUT)
         .await
@@ -86,18 +98,26 @@ async fn item1_kill_right_after_a_master_restart_is_not_lost() -> anyhow::Result
         return Ok(());
     };
     let mut suite = FaultSuite::new();
-    for (run, (moment, action)) in [
+    for (run, (moment, action, hold_back_node_3)) in [
         (
             "scale 6->2 as soon as svc re-subscribed",
             AfterResubscribe::ScaleDownNow,
+            false,
         ),
         (
-            "rolling restart as soon as svc re-subscribed",
+            "scale 6->2 as soon as svc re-subscribed, node-3 re-registers 2 s later",
+            AfterResubscribe::ScaleDownNow,
+            true,
+        ),
+        (
+            "rolling restart as soon as svc re-subscribed, node-3 re-registers 2 s later",
             AfterResubscribe::RollingRestartNow,
+            true,
         ),
         (
             "scale 6->2 one second after re-subscription",
             AfterResubscribe::ScaleDownAfterOneSecond,
+            false,
         ),
     ]
     .into_iter()
@@ -108,7 +128,7 @@ async fn item1_kill_right_after_a_master_restart_is_not_lost() -> anyhow::Result
                 "item1-kill-after-master-restart",
                 run + 1,
                 moment,
-                kill_right_after_master_restart(&docker, &image, action),
+                kill_right_after_master_restart(&docker, &image, action, hold_back_node_3),
             )
             .await;
     }

@@ -222,8 +222,8 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // A stopped process does not act on SIGKILL until it is continued on some
-            // kernels' bookkeeping of the wait; continue it first so the reap cannot hang.
+            // SIGKILL ends a stopped process too; continuing it first means that, should the
+            // kill fail, no frozen daemon outlives the test holding its port and containers.
             if self.stopped
                 && let Ok(raw) = i32::try_from(child.id())
             {
