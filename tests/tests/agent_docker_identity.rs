@@ -83,7 +83,9 @@ async fn two_frameworks_with_the_same_task_ids_and_colliding_names_each_get_thei
     let mut framework_a = cluster.start_framework("identity-a", &[]).await?;
     // Unique per run, so concurrent runs on the same engine never meet.
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let slash_id = format!("{run}/a/b");
+    // `:` is as foreign to Docker names as `/` (which task ids may not contain): under the
+    // old naming both `a:b` and `a_b` became `a_b`.
+    let slash_id = format!("{run}:a:b");
     let underscore_id = format!("{run}_a_b");
 
     launch_all(
@@ -144,18 +146,18 @@ async fn two_frameworks_with_the_same_task_ids_and_colliding_names_each_get_thei
     assert_eq!(b_killed.container_id, b_slash.container_id);
     assert!(!container_running(&docker, &b_slash.container_id).await?);
     assert!(container_running(&docker, &a_slash.container_id).await?);
-    // Killing `_a_b` leaves `/a/b` running too.
+    // Killing `_a_b` leaves `:a:b` running too.
     framework_a.driver.kill(&underscore, &agent_id).await?;
     framework_a
         .expect_update(&underscore, TaskState::TaskKilled, LAUNCH_TIMEOUT)
         .await?;
     assert!(container_running(&docker, &a_slash.container_id).await?);
-    // Framework A's `/a/b` task never left RUNNING meanwhile (its STARTING and RUNNING
+    // Framework A's `:a:b` task never left RUNNING meanwhile (its STARTING and RUNNING
     // updates are still in the inbox; anything else would be a stray).
     let slash_text = slash_id.clone();
     framework_a
         .expect_no_event(
-            "an update of framework A's /a/b task",
+            "an update of framework A's :a:b task",
             |event| {
                 matches!(event, DriverEvent::Update(status)
                     if status.task_id == slash_text
