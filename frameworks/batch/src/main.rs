@@ -66,6 +66,9 @@ enum Subcommands {
         /// Seconds the master keeps our tasks while the daemon is away.
         #[arg(long, env = "AGORA_BATCH_FAILOVER_TIMEOUT", default_value_t = 604_800)]
         failover_timeout: u64,
+        /// Seconds an attempt on an unreachable agent keeps its place before it is replaced.
+        #[arg(long, env = "AGORA_BATCH_UNREACHABLE_GRACE", default_value_t = 60)]
+        unreachable_grace: u32,
         /// Log format.
         #[arg(long, env = "AGORA_LOG_FORMAT", default_value = "text")]
         log_format: LogFormat,
@@ -156,6 +159,7 @@ async fn main() -> ExitCode {
             work_dir,
             name,
             failover_timeout,
+            unreachable_grace,
             log_format,
             log_filter,
         } => {
@@ -166,6 +170,8 @@ async fn main() -> ExitCode {
             let mut settings = BatchSettings::new(master.clone(), *listen, work_dir.clone());
             settings.framework_name = name.clone();
             settings.failover_timeout = Duration::from_secs(*failover_timeout);
+            settings.core.unreachable_grace =
+                jiff::SignedDuration::from_secs(i64::from(*unreachable_grace));
             return serve(settings).await;
         }
         Subcommands::Submit { file, wait } => match client() {

@@ -210,6 +210,9 @@ pub async fn spawn(settings: BatchSettings) -> Result<BatchHandle, BatchStartErr
         id: core.framework_id().unwrap_or_default().to_owned(),
         name: settings.framework_name.clone(),
         failover_timeout_seconds: settings.failover_timeout.as_secs_f64(),
+        // Attempts on an unreachable agent keep their place for a grace period rather than
+        // being reported lost at once (see CoreConfig::unreachable_grace).
+        capabilities: vec![v1::FrameworkCapability::PartitionAware as i32],
         ..Default::default()
     };
     let mut driver_config = DriverConfig::new(settings.master_url.clone(), framework);

@@ -103,6 +103,10 @@ pub struct CoreConfig {
     pub max_finished_runs_per_job: usize,
     /// How far back a late schedule looks for the fire times it missed.
     pub missed_schedule_horizon: SignedDuration,
+    /// How long an attempt whose agent is unreachable keeps its place (it still counts
+    /// towards `parallelism`) before it is given up as lost and replaced: an agent back from a
+    /// short partition reports what its attempts did, and no work runs twice.
+    pub unreachable_grace: SignedDuration,
 }
 
 impl Default for CoreConfig {
@@ -112,6 +116,7 @@ impl Default for CoreConfig {
             idle_refuse_seconds: 30.0,
             reconcile_interval: SignedDuration::from_secs(15),
             max_finished_runs_per_job: 100,
+            unreachable_grace: SignedDuration::from_secs(60),
             missed_schedule_horizon: SignedDuration::from_hours(24),
         }
     }

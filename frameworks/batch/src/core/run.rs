@@ -111,6 +111,9 @@ pub enum AttemptState {
     Staging,
     /// Running.
     Running,
+    /// Its agent cannot be reached: it may still be running. It keeps its place until the
+    /// agent comes back or the unreachable grace runs out (then `Lost`).
+    Unreachable,
     /// Exited 0.
     Succeeded,
     /// Exited non-zero, or the task was invalid.
@@ -128,7 +131,10 @@ impl AttemptState {
     pub fn is_finished(self) -> bool {
         !matches!(
             self,
-            AttemptState::Launching | AttemptState::Staging | AttemptState::Running
+            AttemptState::Launching
+                | AttemptState::Staging
+                | AttemptState::Running
+                | AttemptState::Unreachable
         )
     }
 }
@@ -196,6 +202,9 @@ pub struct Attempt {
     /// A kill was sent for it.
     #[serde(default)]
     pub kill_requested: bool,
+    /// Since when its agent is unreachable (while `Unreachable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_since: Option<Timestamp>,
 }
 
 impl Attempt {
@@ -219,6 +228,7 @@ impl Attempt {
             exit_code: None,
             message: String::new(),
             kill_requested: false,
+            unreachable_since: None,
         }
     }
 
@@ -244,6 +254,9 @@ impl Attempt {
             self.message = message.to_owned();
         }
         let never_started = self.state == AttemptState::Launching;
+        if state != TaskState::TaskUnreachable {
+            self.unreachable_since = None;
+        }
         let (next, outcome) = match state {
             TaskState::TaskStaging | TaskState::TaskStarting => {
                 (AttemptState::Staging, AttemptOutcome::Progress)
@@ -254,10 +267,18 @@ impl Attempt {
                 }
                 (AttemptState::Running, AttemptOutcome::Progress)
             }
-            // Not partition-aware, so these only come from odd masters: keep waiting.
-            TaskState::TaskUnreachable | TaskState::Unspecified => {
-                (self.state, AttemptOutcome::Progress)
+            // It may still run: it keeps its place until its agent returns or the
+            // unreachable grace runs out.
+            TaskState::TaskUnreachable if never_started => {
+                (AttemptState::NotStarted, AttemptOutcome::NotStarted)
             }
+            TaskState::TaskUnreachable => {
+                if self.unreachable_since.is_none() {
+                    self.unreachable_since = Some(now);
+                }
+                (AttemptState::Unreachable, AttemptOutcome::Progress)
+            }
+            TaskState::Unspecified => (self.state, AttemptOutcome::Progress),
             TaskState::TaskFinished => (AttemptState::Succeeded, AttemptOutcome::Succeeded),
             TaskState::TaskFailed | TaskState::TaskError => {
                 (AttemptState::Failed, AttemptOutcome::Failed)
@@ -283,6 +304,20 @@ impl Attempt {
             self.exit_code = exit_code;
         }
         Ok(outcome)
+    }
+
+    /// The unreachable grace ran out: the attempt is given up as lost (and replaced).
+    pub fn give_up_unreachable(&mut self, now: Timestamp) -> bool {
+        if self.state != AttemptState::Unreachable {
+            return false;
+        }
+        self.state = AttemptState::Lost;
+        self.finished_at = Some(now);
+        self.message = format!(
+            "agent {} unreachable past the grace; replaced without counting a retry",
+            self.agent_id
+        );
+        true
     }
 
     /// What a lost attempt's agent reports when it comes back (see [`AttemptState`]).
@@ -496,6 +531,21 @@ impl Run {
             self.active -= 1;
         }
         Ok(outcome)
+    }
+
+    /// Gives up attempts unreachable since before `cutoff`; returns their indexes.
+    pub fn give_up_unreachable_since(&mut self, cutoff: Timestamp, now: Timestamp) -> Vec<usize> {
+        let mut given_up = Vec::new();
+        for (index, attempt) in self.attempts.iter_mut().enumerate() {
+            let expired = attempt
+                .unreachable_since
+                .is_some_and(|since| since <= cutoff);
+            if expired && attempt.give_up_unreachable(now) {
+                given_up.push(index);
+            }
+        }
+        self.active -= given_up.len();
+        given_up
     }
 
     /// How many attempts may be launched now: active attempts stay within `parallelism`

@@ -17,7 +17,31 @@ impl BatchCore {
         self.enforce_deadlines(now);
         self.collect_history(now);
         self.reconcile_quiet_attempts(now);
+        self.give_up_unreachable_attempts(now);
         self.evaluate(now);
+    }
+
+    /// Attempts unreachable for longer than the grace are lost: replaced, without counting
+    /// a retry. If their agent still comes back, what they did is counted once or they are
+    /// killed (see `AttemptState`).
+    fn give_up_unreachable_attempts(&mut self, now: Timestamp) {
+        let Ok(cutoff) = now.checked_sub(self.config.unreachable_grace) else {
+            return;
+        };
+        let mut stored = Vec::new();
+        for run in self.runs.values_mut() {
+            if run.phase != RunPhase::Active {
+                continue;
+            }
+            for index in run.give_up_unreachable_since(cutoff, now) {
+                stored.push((run.id, Box::new(run.attempts[index].clone())));
+            }
+        }
+        for (run_id, attempt) in stored {
+            tracing::info!(task_id = %attempt.task_id, agent_id = %attempt.agent_id, "attempt unreachable past the grace: replacing it");
+            self.metrics.attempts_lost += 1;
+            self.persist(StoreOp::PutAttempt(run_id, attempt));
+        }
     }
 
     /// When the next thing is due by the clock alone (a schedule or a backoff), if anything.
@@ -31,7 +55,15 @@ impl BatchCore {
             .values()
             .filter(|run| run.phase == RunPhase::Active)
             .filter_map(|run| run.retry_not_before);
-        schedules.chain(backoffs).min()
+        let grace = self.config.unreachable_grace;
+        let unreachable = self
+            .runs
+            .values()
+            .filter(|run| run.phase == RunPhase::Active)
+            .flat_map(|run| run.attempts.iter())
+            .filter_map(|attempt| attempt.unreachable_since)
+            .filter_map(move |since| since.checked_add(grace).ok());
+        schedules.chain(backoffs).chain(unreachable).min()
     }
 
     fn fire_schedules(&mut self, now: Timestamp) {

@@ -667,3 +667,39 @@ fn attempts_that_come_back_after_their_agent_was_lost_are_counted_once_or_killed
     assert_eq!(stored.succeeded, 3);
     assert_eq!(stored.failures, 0);
 }
+
+#[test]
+fn unreachable_attempts_keep_their_place_for_the_grace_then_are_replaced() {
+    let mut harness = Harness::new("2026-01-01T00:00:00Z");
+    let run = harness
+        .submit(r#"{"id":"part","run":{"cmd":"true","cpus":1,"mem":64},"completions":2,"parallelism":2,"retries":0}"#)
+        .expect("run");
+    let first = harness.offer(4.0, 4096.0);
+    assert_eq!(first.len(), 2);
+    for task in &first {
+        harness.update(&task.task_id, TaskState::TaskRunning, None);
+        harness.update(&task.task_id, TaskState::TaskUnreachable, None);
+    }
+    // Within the grace nothing is launched: parallelism holds, no work runs twice.
+    harness.advance(30.0);
+    harness.core.tick(harness.now);
+    harness.drain();
+    assert!(harness.offer(4.0, 4096.0).is_empty());
+    // One agent comes back in time: its attempt finished meanwhile and counts.
+    harness.update(&first[0].task_id, TaskState::TaskFinished, Some(0));
+    assert_eq!(harness.run(run).succeeded, 1);
+    // The other never does: after the grace it is replaced, without counting a retry.
+    harness.advance(31.0);
+    harness.core.tick(harness.now);
+    harness.drain();
+    let stored = harness.run(run);
+    assert_eq!(stored.attempts[1].state, AttemptState::Lost);
+    assert_eq!(stored.failures, 0);
+    let replacement = harness.offer(4.0, 4096.0);
+    assert_eq!(replacement.len(), 1);
+    harness.update(&replacement[0].task_id, TaskState::TaskRunning, None);
+    harness.update(&replacement[0].task_id, TaskState::TaskFinished, Some(0));
+    let stored = harness.run(run);
+    assert_eq!(stored.phase, RunPhase::Succeeded);
+    assert_eq!(stored.succeeded, 2);
+}
