@@ -279,14 +279,10 @@ impl Attempt {
                 (AttemptState::Unreachable, AttemptOutcome::Progress)
             }
             TaskState::Unspecified => (self.state, AttemptOutcome::Progress),
-            TaskState::TaskFinished => (AttemptState::Succeeded, AttemptOutcome::Succeeded),
-            TaskState::TaskFailed | TaskState::TaskError => {
-                (AttemptState::Failed, AttemptOutcome::Failed)
-            }
-            TaskState::TaskKilled if self.kill_requested => {
-                (AttemptState::Killed, AttemptOutcome::KilledByUs)
-            }
-            TaskState::TaskKilled => (AttemptState::Killed, AttemptOutcome::Failed),
+            TaskState::TaskFinished
+            | TaskState::TaskFailed
+            | TaskState::TaskError
+            | TaskState::TaskKilled => self.ended(state),
             TaskState::TaskLost
             | TaskState::TaskDropped
             | TaskState::TaskGone
@@ -304,6 +300,23 @@ impl Attempt {
             self.exit_code = exit_code;
         }
         Ok(outcome)
+    }
+
+    /// Where an attempt ends for a terminal state its task reported: FINISHED succeeds, FAILED
+    /// and ERROR fail, KILLED fails unless we asked for it. Any other state is not an end the
+    /// task reported and counts as progress.
+    fn ended(&self, state: TaskState) -> (AttemptState, AttemptOutcome) {
+        match state {
+            TaskState::TaskFinished => (AttemptState::Succeeded, AttemptOutcome::Succeeded),
+            TaskState::TaskFailed | TaskState::TaskError => {
+                (AttemptState::Failed, AttemptOutcome::Failed)
+            }
+            TaskState::TaskKilled if self.kill_requested => {
+                (AttemptState::Killed, AttemptOutcome::KilledByUs)
+            }
+            TaskState::TaskKilled => (AttemptState::Killed, AttemptOutcome::Failed),
+            _ => (self.state, AttemptOutcome::Progress),
+        }
     }
 
     /// The unreachable grace ran out: the attempt is given up as lost (and replaced).
@@ -338,14 +351,10 @@ impl Attempt {
                 self.kill_requested = true;
                 (AttemptState::Lost, AttemptOutcome::Returned)
             }
-            TaskState::TaskFinished => (AttemptState::Succeeded, AttemptOutcome::Succeeded),
-            TaskState::TaskFailed | TaskState::TaskError => {
-                (AttemptState::Failed, AttemptOutcome::Failed)
-            }
-            TaskState::TaskKilled if self.kill_requested => {
-                (AttemptState::Killed, AttemptOutcome::KilledByUs)
-            }
-            TaskState::TaskKilled => (AttemptState::Killed, AttemptOutcome::Failed),
+            TaskState::TaskFinished
+            | TaskState::TaskFailed
+            | TaskState::TaskError
+            | TaskState::TaskKilled => self.ended(state),
             TaskState::TaskLost
             | TaskState::TaskDropped
             | TaskState::TaskGone
