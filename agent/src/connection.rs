@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::AgentEvent;
 use crate::durations::clamped_seconds;
+use crate::shell::AgentEvent;
 
 const OUTBOUND_CAPACITY: usize = 4096;
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(15);
