@@ -475,3 +475,119 @@ fn checkpoint_operation(command: &Command) -> String {
         other => format!("{other:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use agora_proto::v1::{AckStatus, AgentInfo, LaunchTasks, TaskInfo, TaskState, TaskStatus};
+    use agora_proto::{FrameworkId, Resources};
+
+    use super::*;
+    use crate::config::RuntimeKind;
+    use crate::core::CoreConfig;
+    use crate::launch_policy::LaunchPolicy;
+    use crate::runtime::SimRuntime;
+    use crate::runtime::sim::SIM_DURATION_LABEL;
+
+    const RESEND: Duration = Duration::from_secs(10);
+
+    /// A shell over the sim runtime without a work dir, and the events it reacts to.
+    fn start() -> (
+        mpsc::Sender<AgentEvent>,
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), AgentError>>,
+    ) {
+        let mut config = AgentConfig::new("http://127.0.0.1:1");
+        config.status_resend_interval = RESEND;
+        let core = AgentCore::new(
+            CoreConfig {
+                hostname: "host-a".to_owned(),
+                launch_policy: LaunchPolicy {
+                    runtime: RuntimeKind::Sim,
+                    allow_privileged: false,
+                    allowed_host_paths: Vec::new(),
+                },
+                default_kill_grace: Duration::from_secs(1),
+            },
+            Some(AgentId::new("agent-1")),
+            AgentInfo::default(),
+            Resources::cpus_mem(4.0, 4096.0),
+        );
+        let (events, receiver) = mpsc::channel(EVENT_CAPACITY);
+        let shell = AgentShell::new(
+            Arc::new(config),
+            core,
+            Arc::new(SimRuntime::new()),
+            CheckpointStore::disabled(),
+            events.clone(),
+        );
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(shell.run(receiver, shutdown.clone()));
+        (events, shutdown, run)
+    }
+
+    async fn next_update(to_master: &mut mpsc::Receiver<AgentMessage>) -> TaskStatus {
+        match to_master.recv().await {
+            Some(AgentMessage {
+                message: Some(agent_message::Message::StatusUpdate(update)),
+            }) => update.status.expect("a status"),
+            other => panic!("expected a status update, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_update_is_resent_every_interval_until_acknowledged_then_the_next_one_follows() {
+        let (events, shutdown, run) = start();
+        let (outbound, mut to_master) = mpsc::channel(64);
+        let connected = AgentEvent::Connected {
+            agent_id: AgentId::new("agent-1"),
+            outbound,
+        };
+        events.send(connected).await.expect("agent runs");
+        let task = TaskInfo {
+            task_id: "web".to_owned(),
+            name: "web".to_owned(),
+            resources: Resources::cpus_mem(0.5, 64.0).to_proto(),
+            labels: [(SIM_DURATION_LABEL.to_owned(), "300".to_owned())].into(),
+            ..Default::default()
+        };
+        let launch = master_message::Message::LaunchTasks(LaunchTasks {
+            framework_id: "fw".to_owned(),
+            tasks: vec![task],
+        });
+        events
+            .send(AgentEvent::Master(launch))
+            .await
+            .expect("agent runs");
+
+        let started = tokio::time::Instant::now();
+        let starting = next_update(&mut to_master).await;
+        assert_eq!(starting.state(), TaskState::TaskStarting);
+        // RUNNING is recorded meanwhile but waits behind the unacknowledged STARTING.
+        for resend in 1..=3u32 {
+            let again = next_update(&mut to_master).await;
+            assert_eq!(again, starting, "the same update, uuid and all");
+            assert_eq!(started.elapsed(), RESEND * resend);
+        }
+
+        let ack = master_message::Message::AckStatus(AckStatus {
+            framework_id: "fw".to_owned(),
+            task_id: "web".to_owned(),
+            uuid: starting.uuid.clone(),
+        });
+        events
+            .send(AgentEvent::Master(ack))
+            .await
+            .expect("agent runs");
+        let running = next_update(&mut to_master).await;
+        assert_eq!(running.state(), TaskState::TaskRunning);
+        assert_eq!(running.framework_id, FrameworkId::new("fw").to_string());
+        assert_eq!(
+            started.elapsed(),
+            RESEND * 3,
+            "sent on the ack, not on a tick"
+        );
+
+        shutdown.cancel();
+        run.await.expect("no panic").expect("a clean stop");
+    }
+}

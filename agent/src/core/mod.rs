@@ -166,6 +166,11 @@ pub(crate) fn task_span(key: &TaskKey) -> tracing::Span {
     tracing::info_span!("task", framework_id = %key.framework_id, task_id = %key.task_id)
 }
 
+/// The span of what the agent does for a framework as a whole (its launches, its shutdown).
+pub(crate) fn framework_span(framework_id: &FrameworkId) -> tracing::Span {
+    tracing::info_span!("framework", framework_id = %framework_id)
+}
+
 /// The agent's state and decisions.
 #[derive(Debug)]
 pub(crate) struct AgentCore {
@@ -399,6 +404,7 @@ impl AgentCore {
             }
             master_message::Message::LaunchTasks(launch) => {
                 let framework_id = FrameworkId::new(launch.framework_id);
+                let _span = framework_span(&framework_id).entered();
                 for task in launch.tasks {
                     self.launch(framework_id.clone(), task, step);
                 }
@@ -416,6 +422,7 @@ impl AgentCore {
             }
             master_message::Message::ShutdownFramework(shutdown) => {
                 let framework_id = FrameworkId::new(shutdown.framework_id);
+                let _span = framework_span(&framework_id).entered();
                 let owned: Vec<TaskKey> = self
                     .tasks
                     .iter()
@@ -424,7 +431,7 @@ impl AgentCore {
                     })
                     .map(|(key, _)| key.clone())
                     .collect();
-                tracing::info!(framework_id = %framework_id, tasks = owned.len(), "shutting down framework");
+                tracing::info!(tasks = owned.len(), "shutting down framework");
                 for key in owned {
                     let _span = task_span(&key).entered();
                     self.kill(&key, None, TaskReason::ReasonFrameworkRemoved, step);
