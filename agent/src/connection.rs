@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::AgentEvent;
 use crate::durations::clamped_seconds;
+use crate::shell::AgentEvent;
 
 const OUTBOUND_CAPACITY: usize = 4096;
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(15);
@@ -89,6 +89,28 @@ pub(crate) async fn run_connection(
     }
 }
 
+/// How often the agent sends heartbeats and how long a silent master is tolerated, from the
+/// interval the master announced. The master decides this number; a nonsensical one (NaN,
+/// 1e308) must not panic the connection or overflow the silence limit, so it is clamped.
+fn heartbeat_timing(interval_seconds: f64) -> (Duration, Duration) {
+    let interval = if interval_seconds.is_finite() && interval_seconds > 0.0 {
+        clamped_seconds(interval_seconds, MAX_HEARTBEAT_INTERVAL)
+            .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL)
+            .max(Duration::from_millis(50))
+    } else {
+        DEFAULT_HEARTBEAT_INTERVAL
+    };
+    if interval_seconds.is_finite() && interval_seconds > MAX_HEARTBEAT_INTERVAL.as_secs_f64() {
+        tracing::warn!(
+            interval_seconds,
+            max_seconds = MAX_HEARTBEAT_INTERVAL.as_secs_f64(),
+            "the master's heartbeat interval is out of range; clamped"
+        );
+    }
+    let silence_limit = (interval * SILENT_INTERVALS).max(MIN_SILENCE);
+    (interval, silence_limit)
+}
+
 enum SessionEnd {
     AgentStopped,
     Failed(String),
@@ -141,24 +163,7 @@ async fn session(
         }
     };
     backoff.reset();
-    let interval_seconds = registered.heartbeat_interval_seconds;
-    // The master decides this number; a nonsensical one (NaN, 1e308) must not panic the
-    // connection or overflow the silence limit below, so it is clamped.
-    let interval = if interval_seconds.is_finite() && interval_seconds > 0.0 {
-        clamped_seconds(interval_seconds, MAX_HEARTBEAT_INTERVAL)
-            .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL)
-            .max(Duration::from_millis(50))
-    } else {
-        DEFAULT_HEARTBEAT_INTERVAL
-    };
-    if interval_seconds.is_finite() && interval_seconds > MAX_HEARTBEAT_INTERVAL.as_secs_f64() {
-        tracing::warn!(
-            interval_seconds,
-            max_seconds = MAX_HEARTBEAT_INTERVAL.as_secs_f64(),
-            "the master's heartbeat interval is out of range; clamped"
-        );
-    }
-    let silence_limit = (interval * SILENT_INTERVALS).max(MIN_SILENCE);
+    let (interval, silence_limit) = heartbeat_timing(registered.heartbeat_interval_seconds);
     events
         .send(AgentEvent::Connected {
             agent_id: AgentId::new(registered.agent_id),
@@ -198,6 +203,31 @@ async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeat_timing_follows_the_master_within_bounds_and_never_panics() {
+        assert_eq!(
+            heartbeat_timing(2.0),
+            (Duration::from_secs(2), Duration::from_secs(6))
+        );
+        // A short interval still tolerates a few seconds of silence.
+        assert_eq!(
+            heartbeat_timing(0.2),
+            (Duration::from_millis(200), MIN_SILENCE)
+        );
+        assert_eq!(heartbeat_timing(0.001).0, Duration::from_millis(50));
+        for nonsense in [f64::NAN, f64::NEG_INFINITY, -1.0, 0.0] {
+            assert_eq!(
+                heartbeat_timing(nonsense),
+                (DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL * 3)
+            );
+        }
+        for huge in [1e308, f64::INFINITY] {
+            let (interval, silence) = heartbeat_timing(huge);
+            assert!(interval <= MAX_HEARTBEAT_INTERVAL, "{interval:?}");
+            assert!(silence <= MAX_HEARTBEAT_INTERVAL * SILENT_INTERVALS);
+        }
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::agent::AgentEvent;
+use crate::shell::AgentEvent;
 use crate::snapshot::AgentSnapshot;
 
 /// The routes, answering from the control loop behind `events`.

@@ -1,10 +1,10 @@
 //! The Agora agent: reports what the machine has to the master and runs the tasks it is given
 //! through Docker, as plain processes, or not at all (sim), without ever losing one.
 
-mod agent;
 mod checkpoint;
 mod config;
 mod connection;
+mod core;
 mod durations;
 mod error;
 mod health;
@@ -13,6 +13,7 @@ mod launch_policy;
 mod naming;
 mod resources;
 mod runtime;
+mod shell;
 mod snapshot;
 mod task_env;
 mod task_key;
@@ -57,14 +58,15 @@ pub use task_key::TaskKey;
 pub use task_state::{IllegalTransition, TaskPhase};
 pub use update_stream::{StatusUpdateStream, UpdateRecord, UpdateStreamError};
 
-use agent::{Agent, AgentEvent, EVENT_CAPACITY};
+use crate::core::{AgentCore, CoreConfig};
+use shell::{AgentEvent, AgentShell, EVENT_CAPACITY};
 
 /// A running agent started with [`spawn`].
 #[derive(Debug)]
 pub struct AgentHandle {
     events: mpsc::Sender<AgentEvent>,
     shutdown: CancellationToken,
-    join: JoinHandle<()>,
+    join: JoinHandle<Result<(), AgentError>>,
     http_address: Option<SocketAddr>,
     runtime: RuntimeKind,
 }
@@ -91,11 +93,12 @@ impl AgentHandle {
         self.wait().await
     }
 
-    /// Waits until the agent stops (its shutdown token was cancelled).
+    /// Waits until the agent stops: `Ok` once its shutdown token was cancelled, an error when
+    /// it stopped on its own (a checkpoint write failed).
     pub async fn wait(self) -> Result<(), AgentError> {
         self.join.await.map_err(|error| AgentError::Stopped {
             reason: error.to_string(),
-        })
+        })?
     }
 }
 
@@ -166,12 +169,25 @@ pub async fn spawn(
     };
     tracing::info!(hostname = %config.hostname, runtime = runtime_kind.as_str(), resources = %resources, master = %config.master_url, "agent starting");
     let config = Arc::new(config);
-    let agent = Agent::new(
-        Arc::clone(&config),
-        runtime,
-        checkpoint,
+    let core = AgentCore::new(
+        CoreConfig {
+            hostname: config.hostname.clone(),
+            launch_policy: LaunchPolicy {
+                runtime: runtime_kind,
+                allow_privileged: config.allow_privileged,
+                allowed_host_paths: config.allowed_host_paths.clone(),
+            },
+            default_kill_grace: config.default_kill_grace,
+        },
+        checkpoint.load_agent_id(),
         info,
         resources,
+    );
+    let agent = AgentShell::new(
+        Arc::clone(&config),
+        core,
+        runtime,
+        checkpoint,
         events.clone(),
     );
     let connection = tokio::spawn(connection::run_connection(
@@ -183,8 +199,9 @@ pub async fn spawn(
     ));
     let loop_shutdown = shutdown.clone();
     let join = tokio::spawn(async move {
-        agent.run(receiver, loop_shutdown).await;
+        let outcome = agent.run(receiver, loop_shutdown).await;
         connection.abort();
+        outcome
     });
     Ok(AgentHandle {
         events,

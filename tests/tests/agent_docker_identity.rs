@@ -83,38 +83,38 @@ async fn two_frameworks_with_the_same_task_ids_and_colliding_names_each_get_thei
     let mut framework_a = cluster.start_framework("identity-a", &[]).await?;
     // Unique per run, so concurrent runs on the same engine never meet.
     let run = uuid::Uuid::new_v4().simple().to_string();
-    // `:` is as foreign to Docker names as `/` (which task ids may not contain): under the
-    // old naming both `a:b` and `a_b` became `a_b`.
-    let slash_id = format!("{run}:a:b");
+    // Task ids may not hold '/' (agora-proto limits); ':' and '_' both fall outside Docker's name
+    // alphabet, so a naive name mapping would give these two the same container.
+    let colon_id = format!("{run}:a:b");
     let underscore_id = format!("{run}_a_b");
 
     launch_all(
         &mut framework_a,
-        &[sleeper(&image, &slash_id), sleeper(&image, &underscore_id)],
+        &[sleeper(&image, &colon_id), sleeper(&image, &underscore_id)],
     )
     .await?;
     // B subscribes only now: an offer of the whole agent to B would leave A none to launch on.
     let mut framework_b = cluster.start_framework("identity-b", &[]).await?;
-    launch_all(&mut framework_b, &[sleeper(&image, &slash_id)]).await?;
+    launch_all(&mut framework_b, &[sleeper(&image, &colon_id)]).await?;
 
-    let slash = TaskId::new(slash_id.clone());
+    let colon = TaskId::new(colon_id.clone());
     let underscore = TaskId::new(underscore_id.clone());
-    let a_slash = framework_a
-        .expect_update(&slash, TaskState::TaskRunning, LAUNCH_TIMEOUT)
+    let a_colon = framework_a
+        .expect_update(&colon, TaskState::TaskRunning, LAUNCH_TIMEOUT)
         .await?;
     let a_underscore = framework_a
         .expect_update(&underscore, TaskState::TaskRunning, LAUNCH_TIMEOUT)
         .await?;
-    let b_slash = framework_b
-        .expect_update(&slash, TaskState::TaskRunning, LAUNCH_TIMEOUT)
+    let b_colon = framework_b
+        .expect_update(&colon, TaskState::TaskRunning, LAUNCH_TIMEOUT)
         .await?;
-    let agent_id = AgentId::new(a_slash.agent_id.clone());
+    let agent_id = AgentId::new(a_colon.agent_id.clone());
 
     // Three containers, three names, each labelled with its own framework and task.
     let expected = [
-        (&a_slash, &framework_a, &slash),
+        (&a_colon, &framework_a, &colon),
         (&a_underscore, &framework_a, &underscore),
-        (&b_slash, &framework_b, &slash),
+        (&b_colon, &framework_b, &colon),
     ];
     let mut names = Vec::new();
     for (status, framework, task_id) in expected {
@@ -139,37 +139,37 @@ async fn two_frameworks_with_the_same_task_ids_and_colliding_names_each_get_thei
     assert_eq!(names.len(), 3, "injective names: {names:?}");
 
     // Killing framework B's task leaves framework A's task of the same id running.
-    framework_b.driver.kill(&slash, &agent_id).await?;
+    framework_b.driver.kill(&colon, &agent_id).await?;
     let b_killed = framework_b
-        .expect_update(&slash, TaskState::TaskKilled, LAUNCH_TIMEOUT)
+        .expect_update(&colon, TaskState::TaskKilled, LAUNCH_TIMEOUT)
         .await?;
-    assert_eq!(b_killed.container_id, b_slash.container_id);
-    assert!(!container_running(&docker, &b_slash.container_id).await?);
-    assert!(container_running(&docker, &a_slash.container_id).await?);
+    assert_eq!(b_killed.container_id, b_colon.container_id);
+    assert!(!container_running(&docker, &b_colon.container_id).await?);
+    assert!(container_running(&docker, &a_colon.container_id).await?);
     // Killing `_a_b` leaves `:a:b` running too.
     framework_a.driver.kill(&underscore, &agent_id).await?;
     framework_a
         .expect_update(&underscore, TaskState::TaskKilled, LAUNCH_TIMEOUT)
         .await?;
-    assert!(container_running(&docker, &a_slash.container_id).await?);
+    assert!(container_running(&docker, &a_colon.container_id).await?);
     // Framework A's `:a:b` task never left RUNNING meanwhile (its STARTING and RUNNING
     // updates are still in the inbox; anything else would be a stray).
-    let slash_text = slash_id.clone();
+    let colon_text = colon_id.clone();
     framework_a
         .expect_no_event(
             "an update of framework A's :a:b task",
             |event| {
                 matches!(event, DriverEvent::Update(status)
-                    if status.task_id == slash_text
+                    if status.task_id == colon_text
                         && !matches!(status.state(), TaskState::TaskStarting | TaskState::TaskRunning))
             },
             Duration::from_millis(300),
         )
         .await?;
 
-    framework_a.driver.kill(&slash, &agent_id).await?;
+    framework_a.driver.kill(&colon, &agent_id).await?;
     framework_a
-        .expect_update(&slash, TaskState::TaskKilled, LAUNCH_TIMEOUT)
+        .expect_update(&colon, TaskState::TaskKilled, LAUNCH_TIMEOUT)
         .await?;
     agent.shutdown().await?;
     remove_agent_containers(&docker, agent_id.as_str()).await;

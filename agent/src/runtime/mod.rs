@@ -19,7 +19,7 @@ use crate::config::RuntimeKind;
 use crate::error::RuntimeError;
 
 /// Everything a runtime needs to launch one task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LaunchSpec {
     /// The task.
     pub task_id: TaskId,

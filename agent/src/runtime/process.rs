@@ -356,6 +356,18 @@ mod tests {
         }
     }
 
+    /// Waits (at most 10 s) until the script under test says its trap is installed: a kill
+    /// before that would test the shell's default SIGTERM handling instead.
+    async fn wait_for_file(path: &std::path::Path) {
+        for _ in 0..500 {
+            if path.exists() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{} never appeared", path.display());
+    }
+
     fn no_progress() -> Box<ProgressFn> {
         Box::new(|_| {})
     }
@@ -383,12 +395,14 @@ mod tests {
         let marker = dir.path().join("trapped");
         let runtime = ProcessRuntime::new(None);
         let progress = no_progress();
+        let ready = dir.path().join("ready");
         let script = format!(
-            "trap 'sleep 0.5; echo done > {}; exit 0' TERM; while true; do sleep 0.1; done",
-            marker.display()
+            "trap 'sleep 0.5; echo done > {}; exit 0' TERM; touch {}; while true; do sleep 0.1; done",
+            marker.display(),
+            ready.display()
         );
         let handle = runtime.launch(&spec(&script), &*progress).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_for_file(&ready).await;
         runtime.kill(&handle, Duration::from_secs(5)).await.unwrap();
         let status = runtime.wait(&handle).await;
         assert_eq!(status.code, Some(0), "{status:?}");
@@ -397,16 +411,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_process_ignoring_sigterm_is_killed_after_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
         let runtime = ProcessRuntime::new(None);
         let progress = no_progress();
-        let handle = runtime
-            .launch(
-                &spec("trap '' TERM; while true; do sleep 0.1; done"),
-                &*progress,
-            )
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let script = format!(
+            "trap '' TERM; touch {}; while true; do sleep 0.1; done",
+            ready.display()
+        );
+        let handle = runtime.launch(&spec(&script), &*progress).await.unwrap();
+        wait_for_file(&ready).await;
         let started = Instant::now();
         runtime
             .kill(&handle, Duration::from_millis(700))
