@@ -43,6 +43,7 @@ mod driver;
 mod error;
 mod event;
 mod placement;
+pub mod runtime;
 pub mod scheduling;
 
 pub use backoff::Backoff;
@@ -51,3 +52,7 @@ pub use driver::SchedulerDriver;
 pub use error::SdkError;
 pub use event::{DriverEvent, EventStream};
 pub use placement::{OfferResources, PlacementError, TaskBuilder};
+pub use runtime::{
+    Command, CoreCalls, FrameworkCore, FrameworkStore, LaunchFailure, Runtime, RuntimeConfig,
+    RuntimeError,
+};

@@ -212,6 +212,29 @@ impl BatchCore {
         }
     }
 
+    /// The master removed an agent: its unfinished attempts are lost and replaced without
+    /// counting a retry (an attempt that shows up again later is killed as returned).
+    pub fn agent_lost(&mut self, agent_id: &AgentId, now: Timestamp) {
+        let lost: Vec<String> = self
+            .runs
+            .values()
+            .filter(|run| run.active_attempts() > 0)
+            .flat_map(|run| run.attempts.iter())
+            .filter(|attempt| !attempt.state.is_finished() && attempt.agent_id == agent_id.as_str())
+            .map(|attempt| attempt.task_id.clone())
+            .collect();
+        for task_id in lost {
+            let status = agora_proto::v1::TaskStatus {
+                task_id,
+                agent_id: agent_id.as_str().to_owned(),
+                state: agora_proto::v1::TaskState::TaskLost as i32,
+                message: format!("agent {agent_id} was lost"),
+                ..Default::default()
+            };
+            self.status_update(status, now);
+        }
+    }
+
     // ----- API ------------------------------------------------------------------------------
 
     /// Adds a job. A job without a schedule gets its first run at once (waiting for its
@@ -569,7 +592,7 @@ impl BatchCore {
     }
 
     fn persist(&mut self, op: StoreOp) {
-        self.outbox.push(Command::Persist(op));
+        self.outbox.push(Command::Persist(vec![op]));
     }
 
     fn unfinished_attempts(&self) -> Vec<(TaskId, AgentId)> {

@@ -98,7 +98,7 @@ impl Harness {
         let mut others = Vec::new();
         for command in self.core.take_commands() {
             match command {
-                Command::Persist(op) => self.store.apply(&op),
+                Command::Persist(ops) => ops.iter().for_each(|op| self.store.apply(op)),
                 Command::Launch { offer_id, tasks } => {
                     for task in &tasks {
                         let (run_id, number) = parse_task_id(&task.task_id).expect("our task id");

@@ -18,8 +18,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use agora_proto::v1;
-use agora_proto::{AgentId, OfferId, Resources, TaskId};
+use agora_proto::{AgentId, Resources, TaskId};
 use agora_sdk::scheduling::AgentAttributes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -114,41 +113,9 @@ pub enum StoreWrite {
     },
 }
 
-/// Something the shell must do, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    /// Write these to the store in one transaction before anything after it.
-    Persist(Vec<StoreWrite>),
-    /// Accept `offer_id` launching `tasks` (the rest of the offer goes back to the master).
-    Launch {
-        /// The offer.
-        offer_id: OfferId,
-        /// Tasks built from it.
-        tasks: Vec<v1::TaskInfo>,
-    },
-    /// Decline offers, keeping them away for `refuse_seconds`.
-    Decline {
-        /// The offers.
-        offer_ids: Vec<OfferId>,
-        /// Filter duration.
-        refuse_seconds: f64,
-    },
-    /// Kill a task.
-    Kill {
-        /// The task.
-        task_id: TaskId,
-        /// Its agent.
-        agent_id: AgentId,
-    },
-    /// Ask for offers again.
-    Revive,
-    /// Stop receiving offers.
-    Suppress,
-    /// Ask the master for the state of these tasks (empty: all of the framework's tasks).
-    Reconcile(Vec<(TaskId, AgentId)>),
-    /// Publish an event on `/v2/events`.
-    Event(SvcEvent),
-}
+/// Something the runtime must do, in order: the SDK's command vocabulary with svc's store
+/// writes and `/v2/events` events.
+pub type Command = agora_sdk::Command<StoreWrite, SvcEvent>;
 
 /// An event for `/v2/events` subscribers, Marathon-style.
 #[derive(Debug, Clone, PartialEq)]
@@ -425,7 +392,7 @@ impl SvcCore {
     ) {
         payload.insert("eventType".into(), Value::from(event_type));
         payload.insert("timestamp".into(), Value::from(time::rfc3339_millis(now)));
-        self.outbox.push(Command::Event(SvcEvent {
+        self.outbox.push(Command::Publish(SvcEvent {
             event_type,
             payload: Value::Object(payload),
         }));
