@@ -53,6 +53,6 @@ pub use error::SdkError;
 pub use event::{DriverEvent, EventStream};
 pub use placement::{OfferResources, PlacementError, TaskBuilder};
 pub use runtime::{
-    Command, CoreCalls, FrameworkCore, FrameworkStore, LaunchFailure, Runtime, RuntimeConfig,
-    RuntimeError,
+    Command, CoreCalls, FrameworkCore, FrameworkStore, LaunchFailure, NoStore, Runtime,
+    RuntimeConfig, RuntimeError,
 };

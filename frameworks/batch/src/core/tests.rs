@@ -667,3 +667,47 @@ fn attempts_that_come_back_after_their_agent_was_lost_are_counted_once_or_killed
     assert_eq!(stored.succeeded, 3);
     assert_eq!(stored.failures, 0);
 }
+
+#[test]
+fn attempts_on_a_lost_agent_are_replaced_without_counting_a_retry() {
+    let mut harness = Harness::new("2026-01-01T00:00:00Z");
+    let run = harness
+        .submit(
+            r#"{"id":"lost","run":{"cmd":"sleep 99"},"completions":2,"parallelism":2,"retries":0}"#,
+        )
+        .expect("run");
+    let tasks = harness.offer(4.0, 4096.0);
+    assert_eq!(tasks.len(), 2);
+    harness.update(&tasks[0].task_id, TaskState::TaskRunning, None);
+    harness.update(&tasks[1].task_id, TaskState::TaskRunning, None);
+
+    harness
+        .core
+        .agent_lost(&AgentId::new("agent-2"), harness.now);
+    harness.drain();
+    assert!(
+        harness
+            .run(run)
+            .attempts
+            .iter()
+            .all(|attempt| attempt.state == AttemptState::Running),
+        "another agent's loss changes nothing"
+    );
+
+    harness
+        .core
+        .agent_lost(&AgentId::new("agent-1"), harness.now);
+    harness.drain();
+    let stored = harness.run(run);
+    assert!(
+        stored
+            .attempts
+            .iter()
+            .all(|attempt| attempt.state == AttemptState::Lost),
+        "{:?}",
+        stored.attempts
+    );
+    assert_eq!(stored.phase, RunPhase::Active, "no retry counted");
+    assert_eq!(stored.failures, 0);
+    assert_eq!(harness.offer(4.0, 4096.0).len(), 2, "both replaced");
+}

@@ -59,3 +59,17 @@ pub trait FrameworkStore: Send + Sync + 'static {
     /// async threads.
     fn apply(&self, writes: &[Self::Write]) -> Result<(), Self::Error>;
 }
+
+/// The store of a framework that keeps nothing on disk (its core never persists): after a
+/// restart it learns its tasks again from reconciliation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoStore;
+
+impl FrameworkStore for NoStore {
+    type Write = std::convert::Infallible;
+    type Error = std::convert::Infallible;
+
+    fn apply(&self, _writes: &[Self::Write]) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}

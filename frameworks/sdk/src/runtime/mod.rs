@@ -26,5 +26,5 @@ mod tests;
 
 pub use calls::{CallReceiver, CoreCalls, core_calls};
 pub use command::{Command, LaunchFailure};
-pub use framework::{FrameworkCore, FrameworkStore};
+pub use framework::{FrameworkCore, FrameworkStore, NoStore};
 pub use run::{Runtime, RuntimeConfig, RuntimeError};
