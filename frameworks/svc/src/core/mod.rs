@@ -26,10 +26,6 @@ use serde_json::Value;
 
 use crate::app::{AppDefinition, PathId};
 
-/// Instances reconciled per tick after a subscription: a few seconds for 100,000 at the
-/// default tick, and far fewer answers at once than the master buffers for a stream.
-const RECONCILE_CHUNK: usize = 5_000;
-
 pub use api::{ApiError, DeploymentRef};
 pub use drive::{AppPlan, plan_app};
 pub use model::{
@@ -170,8 +166,6 @@ pub struct SvcCore {
     subscribed: bool,
     /// Whether this process has subscribed before (a later subscription is a reconnect).
     subscribed_before: bool,
-    /// Instances still to be reconciled after the last subscription, sent a chunk per tick.
-    reconciling: Vec<(TaskId, AgentId)>,
     apps: BTreeMap<String, AppState>,
     /// App id -> version -> definition JSON.
     versions: BTreeMap<String, BTreeMap<String, Value>>,
@@ -206,7 +200,6 @@ impl SvcCore {
             framework_id: None,
             subscribed: false,
             subscribed_before: false,
-            reconciling: Vec::new(),
             apps: BTreeMap::new(),
             versions: BTreeMap::new(),
             instances: BTreeMap::new(),
@@ -309,11 +302,9 @@ impl SvcCore {
             }
         }
         self.outbox.extend(kills);
-        // Known instances are reconciled a chunk per tick: the master queues every answer on
-        // the framework's stream at once, and 100,000 of them (twice, with the implicit
-        // reconciliation) overflowed its buffer, so the master dropped the stream, the driver
-        // subscribed again, reconciled everything again, and never caught up.
-        self.reconciling = self
+        // Every known instance, explicitly (the framework runtime sends the list a chunk per
+        // tick, so 100,000 answers do not overflow the master's buffer for our stream).
+        let known: Vec<(TaskId, AgentId)> = self
             .all_instances()
             .map(|instance| {
                 (
@@ -322,7 +313,9 @@ impl SvcCore {
                 )
             })
             .collect();
-        self.reconcile_chunk();
+        if !known.is_empty() {
+            self.outbox.push(Command::Reconcile(known));
+        }
         // Strays (tasks the master runs for us that we do not know) can only come from an
         // earlier process: a reconnect of this one has forgotten nothing, and answers for
         // every task the master has would flood the stream again.
@@ -340,25 +333,10 @@ impl SvcCore {
     /// The subscription ended; the driver reconnects by itself.
     pub fn on_disconnected(&mut self) {
         self.subscribed = false;
-        self.reconciling.clear();
     }
 
-    /// Sends the next chunk of the pending explicit reconciliation, if any.
-    fn reconcile_chunk(&mut self) {
-        if !self.subscribed || self.reconciling.is_empty() {
-            return;
-        }
-        let rest = self
-            .reconciling
-            .split_off(self.reconciling.len().min(RECONCILE_CHUNK));
-        let chunk = std::mem::replace(&mut self.reconciling, rest);
-        self.outbox.push(Command::Reconcile(chunk));
-    }
-
-    /// Periodic work: reconciliation in chunks, backoffs ending, kill retries, launch timeouts,
-    /// deployment timeouts.
+    /// Periodic work: backoffs ending, kill retries, launch timeouts, deployment timeouts.
     pub fn tick(&mut self, now: f64) {
-        self.reconcile_chunk();
         self.drive(now);
     }
 
