@@ -101,8 +101,9 @@ where
         self
     }
 
-    /// Runs until `cancel` is cancelled (`Ok`), a store write fails, or the master ends the
-    /// framework. Stops the driver on the way out (without tearing the framework down).
+    /// Runs until `cancel` is cancelled or every [`CoreCalls`](super::CoreCalls) handle is
+    /// dropped (`Ok`), a store write fails, or the master ends the framework. Stops the
+    /// driver on the way out (without tearing the framework down).
     pub async fn run(
         mut self,
         mut driver_events: EventStream,
