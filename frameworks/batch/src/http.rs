@@ -9,16 +9,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use crate::core::{ApiError, BatchCore, RunId, RunPhase};
 use crate::job::{FieldError, JobId, parse_job};
-use crate::server::{CoreCall, call_core};
+use crate::server::call_core;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub(crate) struct ApiState {
-    pub(crate) calls: mpsc::Sender<CoreCall>,
+    pub(crate) calls: agora_sdk::CoreCalls<crate::core::BatchCore>,
 }
 
 pub(crate) fn router(state: ApiState) -> Router {

@@ -1,30 +1,27 @@
 //! The daemon's shell: [`spawn`] opens the store, starts the SDK driver with the stored
-//! framework id and serves the HTTP API; one actor task owns the [`BatchCore`] and carries out
-//! its commands in order (store writes before the launches that depend on them).
+//! framework id and serves the HTTP API. The SDK's [`Runtime`] owns the [`BatchCore`] and
+//! carries out its commands (store writes before the launches that depend on them); this file
+//! only plugs batch's core and store into it.
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use agora_proto::TaskId;
 use agora_proto::v1;
-use agora_sdk::{DriverConfig, DriverEvent, EventStream, SchedulerDriver, SdkError};
-use futures::FutureExt as _;
+use agora_proto::{AgentId, FrameworkId, OfferId, TaskId};
+use agora_sdk::runtime::core_calls;
+use agora_sdk::{
+    CoreCalls, DriverConfig, FrameworkCore, FrameworkStore, LaunchFailure, Runtime, RuntimeConfig,
+    RuntimeError, SchedulerDriver, SdkError,
+};
 use jiff::Timestamp;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::{BatchCore, Command, CoreConfig, StoreOp};
 use crate::store::{BatchStore, StoreError};
-
-/// A reply to send once the commands a call produced have been carried out.
-pub(crate) type Reply = Box<dyn FnOnce() + Send>;
-/// A call into the core from the HTTP API; runs on the actor.
-pub(crate) type CoreCall = Box<dyn FnOnce(&mut BatchCore, Timestamp) -> Reply + Send>;
 
 /// Everything [`spawn`] needs.
 #[derive(Debug, Clone)]
@@ -221,22 +218,18 @@ pub async fn spawn(settings: BatchSettings) -> Result<BatchHandle, BatchStartErr
     let (driver, events) = SchedulerDriver::start(driver_config)?;
 
     let shutdown = CancellationToken::new();
-    let (calls, call_receiver) = mpsc::channel::<CoreCall>(256);
-    let actor = Actor {
-        core,
-        store,
-        driver,
+    let (calls, call_receiver) = core_calls(256);
+    let runtime_config = RuntimeConfig {
         tick_interval: settings.tick_interval,
-        ack_slots: Arc::new(Semaphore::new(ACKS_IN_FLIGHT)),
+        ..RuntimeConfig::default()
     };
+    let runtime = Runtime::new(core, store, driver, runtime_config);
     let actor_shutdown = shutdown.clone();
     let actor_task = tokio::spawn(async move {
-        let result = actor
+        let result = runtime
             .run(events, call_receiver, actor_shutdown.clone())
-            .await;
-        if let Err(error) = &result {
-            tracing::error!(%error, "batchframework stopping");
-        }
+            .await
+            .map_err(BatchRunError::from);
         actor_shutdown.cancel();
         result
     });
@@ -262,220 +255,79 @@ pub async fn spawn(settings: BatchSettings) -> Result<BatchHandle, BatchStartErr
     })
 }
 
-struct Actor {
-    core: BatchCore,
-    store: Arc<BatchStore>,
-    driver: SchedulerDriver,
-    tick_interval: Duration,
-    /// Acknowledgements in flight at most.
-    ack_slots: Arc<Semaphore>,
-}
-
-/// Driver events applied before their store writes are committed together, at most.
-const EVENTS_PER_BATCH: usize = 1024;
-
-/// Acknowledgements sent concurrently at most.
-const ACKS_IN_FLIGHT: usize = 256;
-
-impl Actor {
-    async fn run(
-        mut self,
-        mut events: EventStream,
-        mut calls: mpsc::Receiver<CoreCall>,
-        shutdown: CancellationToken,
-    ) -> Result<(), BatchRunError> {
-        let mut ticker = tokio::time::interval(self.tick_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let result = loop {
-            let step = tokio::select! {
-                () = shutdown.cancelled() => break Ok(()),
-                event = events.next() => match event {
-                    Some(event) => self.on_events(event, &mut events).await,
-                    None => break Err(BatchRunError::FrameworkEnded("the driver stopped".into())),
-                },
-                call = calls.recv() => match call {
-                    Some(call) => {
-                        let reply = call(&mut self.core, Timestamp::now());
-                        let result = self.execute().await;
-                        reply();
-                        result
-                    }
-                    None => break Ok(()),
-                },
-                _ = ticker.tick() => {
-                    self.core.tick(Timestamp::now());
-                    self.execute().await
-                }
-            };
-            if let Err(error) = step {
-                break Err(error);
-            }
-        };
-        self.driver.stop();
-        result
-    }
-
-    /// Applies `first` and the driver events already waiting behind it (at most
-    /// [`EVENTS_PER_BATCH`]), then carries out what they produced: their store writes go in one
-    /// transaction instead of one each.
-    async fn on_events(
-        &mut self,
-        first: DriverEvent,
-        events: &mut EventStream,
-    ) -> Result<(), BatchRunError> {
-        let mut next = Some(first);
-        let mut applied = 0;
-        let mut ended = Ok(());
-        while let Some(event) = next {
-            ended = self.apply_event(event);
-            applied += 1;
-            next = if applied < EVENTS_PER_BATCH && ended.is_ok() {
-                // The next event only if it is already waiting.
-                events.next().now_or_never().flatten()
-            } else {
-                None
-            };
-        }
-        // What the events before an end changed is still stored (and acknowledged).
-        self.execute().await?;
-        ended
-    }
-
-    fn apply_event(&mut self, event: DriverEvent) -> Result<(), BatchRunError> {
-        let now = Timestamp::now();
-        match event {
-            DriverEvent::Subscribed {
-                framework_id,
-                reconnected,
-            } => {
-                tracing::info!(%framework_id, reconnected, "subscribed");
-                self.core.subscribed(framework_id.as_str(), now);
-            }
-            DriverEvent::Offers(offers) => self.core.offers(offers, now),
-            DriverEvent::Rescind(_) => {}
-            DriverEvent::Update(status) => self.core.status_update(status, now),
-            DriverEvent::Failure { agent_id, message } => {
-                tracing::warn!(%agent_id, %message, "agent lost");
-            }
-            DriverEvent::Error(message) => {
-                if !self.driver.is_running() {
-                    return Err(BatchRunError::FrameworkEnded(message));
-                }
-                tracing::warn!(%message, "error from the master");
-            }
-            DriverEvent::Disconnected { reason } => {
-                tracing::warn!(%reason, "disconnected from the master; re-subscribing");
-                self.core.disconnected();
-            }
-        }
-        Ok(())
-    }
-
-    /// Carries out the core's commands in order; store writes are batched into one
-    /// transaction and made durable before the next command that acts on the cluster.
-    /// Acknowledgements only wait for the writes before them, not for each other.
-    async fn execute(&mut self) -> Result<(), BatchRunError> {
-        let mut queue: VecDeque<Command> = self.core.take_commands().into();
-        let mut writes = Vec::new();
-        let mut acknowledgements = Vec::new();
-        while let Some(command) = queue.pop_front() {
-            match command {
-                Command::Persist(op) => writes.push(op),
-                Command::Acknowledge(status) => acknowledgements.push(status),
-                command => {
-                    self.flush(&mut writes).await?;
-                    self.acknowledge(&mut acknowledgements).await;
-                    self.perform(command).await;
-                    queue.extend(self.core.take_commands());
-                }
-            }
-        }
-        self.flush(&mut writes).await?;
-        self.acknowledge(&mut acknowledgements).await;
-        Ok(())
-    }
-
-    /// Sends acknowledgements whose updates' effects are stored, concurrently (at most
-    /// [`ACKS_IN_FLIGHT`]) so that the next events need not wait for their round trips; the
-    /// master resends any that gets lost.
-    async fn acknowledge(&self, statuses: &mut Vec<v1::TaskStatus>) {
-        for status in statuses.drain(..) {
-            let Ok(permit) = Arc::clone(&self.ack_slots).acquire_owned().await else {
-                return;
-            };
-            let driver = self.driver.clone();
-            tokio::spawn(async move {
-                if let Err(error) = driver.acknowledge(&status).await {
-                    tracing::debug!(%error, task_id = %status.task_id, "acknowledgement not sent");
-                }
-                drop(permit);
-            });
-        }
-    }
-
-    async fn flush(&self, writes: &mut Vec<StoreOp>) -> Result<(), BatchRunError> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let ops = std::mem::take(writes);
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || store.apply(&ops))
-            .await
-            .map_err(|error| BatchRunError::TaskFailed(error.to_string()))??;
-        Ok(())
-    }
-
-    async fn perform(&mut self, command: Command) {
-        let result = match command {
-            // Batched by `execute`.
-            Command::Persist(_) | Command::Acknowledge(_) => Ok(()),
-            Command::Launch { offer_id, tasks } => {
-                let task_ids: Vec<TaskId> = tasks
-                    .iter()
-                    .map(|task| TaskId::new(task.task_id.clone()))
-                    .collect();
-                match self.driver.launch(offer_id, tasks).await {
-                    Ok(_) => Ok(()),
-                    Err(error) => {
-                        let refused =
-                            !matches!(error, SdkError::Unavailable(_) | SdkError::Rpc { .. });
-                        tracing::warn!(%error, tasks = task_ids.len(), refused, "launch failed");
-                        self.core
-                            .launch_failed(&task_ids, refused, Timestamp::now());
-                        Ok(())
-                    }
-                }
-            }
-            Command::Decline {
-                offer_ids,
-                refuse_seconds,
-            } => self.driver.decline(offer_ids, Some(refuse_seconds)).await,
-            Command::Kill { task_id, agent_id } => {
-                tracing::info!(%task_id, "killing task");
-                self.driver.kill(&task_id, &agent_id).await
-            }
-            Command::Reconcile(tasks) => self.driver.reconcile(tasks).await,
-            Command::Revive => self.driver.revive().await,
-            Command::Suppress => self.driver.suppress().await,
-        };
-        if let Err(error) = result {
-            tracing::debug!(%error, "driver call failed");
+impl From<RuntimeError<StoreError>> for BatchRunError {
+    fn from(error: RuntimeError<StoreError>) -> Self {
+        match error {
+            RuntimeError::Store(error) => BatchRunError::Store(error),
+            RuntimeError::StoreTask(reason) => BatchRunError::TaskFailed(reason),
+            RuntimeError::Ended(message) => BatchRunError::FrameworkEnded(message),
         }
     }
 }
 
-/// Sends `call` to the actor and waits for its answer (after its commands were carried out).
+/// The core's clock reading for `now` (the system clock's, when out of its range).
+fn timestamp(now: SystemTime) -> Timestamp {
+    Timestamp::try_from(now).unwrap_or_else(|_| Timestamp::now())
+}
+
+impl FrameworkStore for BatchStore {
+    type Write = StoreOp;
+    type Error = StoreError;
+
+    fn apply(&self, writes: &[StoreOp]) -> Result<(), StoreError> {
+        BatchStore::apply(self, writes)
+    }
+}
+
+impl FrameworkCore for BatchCore {
+    type Write = StoreOp;
+    type Notice = std::convert::Infallible;
+
+    fn on_subscribed(&mut self, framework_id: &FrameworkId, now: SystemTime) {
+        self.subscribed(framework_id.as_str(), timestamp(now));
+    }
+
+    fn on_disconnected(&mut self) {
+        self.disconnected();
+    }
+
+    fn on_offers(&mut self, offers: Vec<v1::Offer>, now: SystemTime) {
+        self.offers(offers, timestamp(now));
+    }
+
+    /// Offers are answered when they arrive, so a rescinded one holds nothing to undo.
+    fn on_rescind(&mut self, _offer_id: &OfferId, _now: SystemTime) {}
+
+    fn on_updates(&mut self, statuses: &[v1::TaskStatus], now: SystemTime) {
+        let now = timestamp(now);
+        for status in statuses {
+            self.status_update(status.clone(), now);
+        }
+    }
+
+    fn on_agent_failure(&mut self, agent_id: &AgentId, now: SystemTime) {
+        self.agent_lost(agent_id, timestamp(now));
+    }
+
+    fn on_launch_failed(&mut self, task_ids: &[TaskId], failure: LaunchFailure, now: SystemTime) {
+        self.launch_failed(task_ids, failure == LaunchFailure::Refused, timestamp(now));
+    }
+
+    fn tick(&mut self, now: SystemTime) {
+        BatchCore::tick(self, timestamp(now));
+    }
+
+    fn take_commands(&mut self) -> Vec<Command> {
+        BatchCore::take_commands(self)
+    }
+}
+
+/// Sends `call` to the runtime and waits for its answer (after its commands were carried out).
 pub(crate) async fn call_core<T: Send + 'static>(
-    calls: &mpsc::Sender<CoreCall>,
+    calls: &CoreCalls<BatchCore>,
     call: impl FnOnce(&mut BatchCore, Timestamp) -> T + Send + 'static,
 ) -> Option<T> {
-    let (sender, receiver) = oneshot::channel();
-    let boxed: CoreCall = Box::new(move |core, now| {
-        let answer = call(core, now);
-        Box::new(move || {
-            let _ = sender.send(answer);
-        })
-    });
-    calls.send(boxed).await.ok()?;
-    receiver.await.ok()
+    calls
+        .call(move |core, now| call(core, timestamp(now)))
+        .await
 }

@@ -1,6 +1,8 @@
 //! A scheduler driver for Rust frameworks on Agora: subscribe, heartbeat watchdog,
 //! re-subscribe with backoff keeping the framework id, events as a stream, typed calls, and
-//! helpers to pack tasks into offers.
+//! helpers to pack tasks into offers; and the framework [`runtime`] that runs a sans-IO
+//! framework core against the driver and a store (what svcframework, batchframework and the
+//! `everywhere` example are built on).
 //!
 //! ```no_run
 //! use agora_proto::v1;
@@ -43,6 +45,7 @@ mod driver;
 mod error;
 mod event;
 mod placement;
+pub mod runtime;
 pub mod scheduling;
 
 pub use backoff::Backoff;
@@ -51,3 +54,7 @@ pub use driver::SchedulerDriver;
 pub use error::SdkError;
 pub use event::{DriverEvent, EventStream};
 pub use placement::{OfferResources, PlacementError, TaskBuilder};
+pub use runtime::{
+    Command, CoreCalls, FrameworkCore, FrameworkStore, LaunchFailure, NoStore, Runtime,
+    RuntimeConfig, RuntimeError,
+};

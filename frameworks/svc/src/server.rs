@@ -1,20 +1,25 @@
 //! Running the daemon: [`spawn`] opens the store, recovers the core, subscribes to the master
-//! and serves the REST API; one actor task owns the core and carries out its commands in
-//! order (store writes before anything is sent).
+//! and serves the REST API. The SDK's [`Runtime`] owns the core and carries out its commands
+//! (store writes before anything is sent); this file only plugs svc's core and store into it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use agora_proto::v1;
-use agora_sdk::{DriverConfig, DriverEvent, EventStream, SchedulerDriver};
-use futures::{FutureExt as _, StreamExt as _};
+use agora_proto::{AgentId, FrameworkId, OfferId, TaskId};
+use agora_sdk::runtime::core_calls;
+use agora_sdk::{
+    CoreCalls, DriverConfig, FrameworkCore, FrameworkStore, LaunchFailure, Runtime, RuntimeConfig,
+    RuntimeError, SchedulerDriver,
+};
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::core::StoreWrite;
 use crate::core::{Command, CoreConfig, SvcCore, SvcEvent};
 use crate::http;
 use crate::store::{StoreError, SvcStore};
@@ -86,35 +91,25 @@ pub enum SvcRunError {
     Removed(String),
 }
 
-/// Sends a call's answer; run only once the commands the call produced are carried out.
-type Reply = Box<dyn FnOnce() + Send>;
-type CoreCall = Box<dyn FnOnce(&mut SvcCore, f64) -> Reply + Send>;
-
-/// A handle to the actor that owns the core.
+/// A handle to the runtime that owns the core.
 #[derive(Clone)]
 pub(crate) struct CoreHandle {
-    calls: mpsc::Sender<CoreCall>,
+    calls: CoreCalls<SvcCore>,
     events: broadcast::Sender<SvcEvent>,
     shutdown: CancellationToken,
 }
 
 impl CoreHandle {
-    /// Runs `function` on the core inside the actor and returns its result. The answer
+    /// Runs `function` on the core inside the runtime and returns its result. The answer
     /// arrives only after the commands the call produced are carried out, so a change the API
     /// confirms is already in the store; `None` when the daemon stopped (or could not store).
     pub(crate) async fn call<T: Send + 'static>(
         &self,
         function: impl FnOnce(&mut SvcCore, f64) -> T + Send + 'static,
     ) -> Option<T> {
-        let (reply, answer) = oneshot::channel();
-        let call: CoreCall = Box::new(move |core, now| {
-            let result = function(core, now);
-            Box::new(move || {
-                let _ = reply.send(result);
-            })
-        });
-        self.calls.send(call).await.ok()?;
-        answer.await.ok()
+        self.calls
+            .call(move |core, now| function(core, seconds(now)))
+            .await
     }
 
     /// A receiver of every event published from now on.
@@ -246,24 +241,25 @@ pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
         .map_err(|error| SvcStartError::Driver(error.to_string()))?;
 
     let cancel = CancellationToken::new();
-    let (calls_sender, calls) = mpsc::channel::<CoreCall>(256);
+    let (calls, call_receiver) = core_calls(256);
     let (events, _) = broadcast::channel(1024);
     let handle = CoreHandle {
-        calls: calls_sender,
+        calls,
         events: events.clone(),
         shutdown: cancel.clone(),
     };
-    let (acknowledgements, to_acknowledge) = mpsc::unbounded_channel();
-    tokio::spawn(acknowledge(driver.clone(), to_acknowledge));
-    let actor = Actor {
-        core,
-        store,
-        driver,
-        events,
-        acknowledgements,
+    let runtime_config = RuntimeConfig {
+        tick_interval: settings.tick_interval,
+        ..RuntimeConfig::default()
     };
-    let actor =
-        tokio::spawn(actor.run(calls, driver_events, settings.tick_interval, cancel.clone()));
+    let runtime = Runtime::new(core, store, driver, runtime_config).with_notices(events);
+    let actor_cancel = cancel.clone();
+    let actor = tokio::spawn(async move {
+        runtime
+            .run(driver_events, call_receiver, actor_cancel)
+            .await
+            .map_err(SvcRunError::from)
+    });
 
     let router = http::routes(handle);
     let server_cancel = cancel.clone();
@@ -288,248 +284,80 @@ pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
     })
 }
 
-struct Actor {
-    core: SvcCore,
-    store: Arc<SvcStore>,
-    driver: SchedulerDriver,
-    events: broadcast::Sender<SvcEvent>,
-    /// Acknowledgements in flight at most.
-    acknowledgements: mpsc::UnboundedSender<v1::TaskStatus>,
-}
-
-/// Acknowledgements sent concurrently at most.
-const ACKS_IN_FLIGHT: usize = 256;
-
-/// Sends the acknowledgements the actor queues (only for updates whose effects are stored), a
-/// bounded number at once; ends when the actor does. The agent resends anything not
-/// acknowledged.
-async fn acknowledge(driver: SchedulerDriver, statuses: mpsc::UnboundedReceiver<v1::TaskStatus>) {
-    tokio_stream::wrappers::UnboundedReceiverStream::new(statuses)
-        .map(|status| {
-            let driver = driver.clone();
-            async move {
-                if let Err(error) = driver.acknowledge(&status).await {
-                    tracing::debug!(%error, task_id = %status.task_id, "acknowledgement not sent");
-                }
-            }
-        })
-        .buffer_unordered(ACKS_IN_FLIGHT)
-        .for_each(|()| async {})
-        .await;
-}
-
-/// Driver events buffered between the master's stream and the actor.
+/// Driver events buffered between the master's stream and the runtime.
 const DRIVER_EVENT_BUFFER: usize = 1 << 16;
 
-/// Launches sent concurrently at most.
-const LAUNCHES_IN_FLIGHT: usize = 64;
-
-/// Driver events handled together at most (the ones already waiting when one arrives).
-const EVENTS_PER_BATCH: usize = 1_000;
-
-impl Actor {
-    async fn run(
-        mut self,
-        mut calls: mpsc::Receiver<CoreCall>,
-        mut driver_events: EventStream,
-        tick_interval: Duration,
-        cancel: CancellationToken,
-    ) -> Result<(), SvcRunError> {
-        let mut ticker = tokio::time::interval(tick_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let result = loop {
-            tokio::select! {
-                () = cancel.cancelled() => break Ok(()),
-                Some(call) = calls.recv() => {
-                    let reply = call(&mut self.core, agora_proto::now_seconds());
-                    if let Err(error) = self.execute().await {
-                        break Err(error);
-                    }
-                    reply();
-                }
-                event = driver_events.next() => {
-                    let Some(event) = event else {
-                        break Ok(());
-                    };
-                    // Take the events that are already waiting too: their updates are stored
-                    // in one transaction and each app they touch is planned once.
-                    let mut events = vec![event];
-                    let mut ended = false;
-                    while events.len() < EVENTS_PER_BATCH {
-                        match driver_events.next().now_or_never() {
-                            Some(Some(event)) => events.push(event),
-                            Some(None) => {
-                                ended = true;
-                                break;
-                            }
-                            None => break,
-                        }
-                    }
-                    if let Err(error) = self.on_driver_events(events).await {
-                        break Err(error);
-                    }
-                    if ended {
-                        break Ok(());
-                    }
-                }
-                _ = ticker.tick() => {
-                    self.core.tick(agora_proto::now_seconds());
-                    if let Err(error) = self.execute().await {
-                        break Err(error);
-                    }
-                }
-            }
-        };
-        self.driver.stop();
-        if let Err(error) = &result {
-            tracing::error!(%error, "svcframework stopped");
+impl From<RuntimeError<StoreError>> for SvcRunError {
+    fn from(error: RuntimeError<StoreError>) -> Self {
+        match error {
+            RuntimeError::Store(error) => SvcRunError::Store(error),
+            RuntimeError::StoreTask(reason) => SvcRunError::Store(StoreError::Backend {
+                operation: "write",
+                reason,
+            }),
+            RuntimeError::Ended(message) => SvcRunError::Removed(message),
         }
-        result
+    }
+}
+
+/// Seconds since the epoch, the core's clock.
+fn seconds(now: SystemTime) -> f64 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl FrameworkStore for SvcStore {
+    type Write = StoreWrite;
+    type Error = StoreError;
+
+    fn apply(&self, writes: &[StoreWrite]) -> Result<(), StoreError> {
+        SvcStore::apply(self, writes)
+    }
+}
+
+impl FrameworkCore for SvcCore {
+    type Write = StoreWrite;
+    type Notice = SvcEvent;
+
+    fn on_subscribed(&mut self, framework_id: &FrameworkId, now: SystemTime) {
+        SvcCore::on_subscribed(self, framework_id.as_str(), seconds(now));
     }
 
-    /// Applies driver events in order, carries out the commands they produced (their store
-    /// writes in one transaction, ahead of anything sent), then acknowledges their updates.
-    async fn on_driver_events(&mut self, events: Vec<DriverEvent>) -> Result<(), SvcRunError> {
-        let now = agora_proto::now_seconds();
-        let mut updates: Vec<v1::TaskStatus> = Vec::new();
-        let mut acknowledgements: Vec<v1::TaskStatus> = Vec::new();
-        let mut removed = None;
-        for event in events {
-            if let DriverEvent::Update(status) = event {
-                updates.push(status);
-                continue;
-            }
-            // Updates before another event are applied before it, as they arrived.
-            self.apply_updates(&mut updates, &mut acknowledgements, now);
-            match event {
-                DriverEvent::Subscribed {
-                    framework_id,
-                    reconnected,
-                } => {
-                    tracing::info!(framework_id = %framework_id, reconnected, "subscribed to the master");
-                    self.core.on_subscribed(framework_id.as_str(), now);
-                }
-                DriverEvent::Offers(offers) => self.core.on_offers(offers, now),
-                DriverEvent::Rescind(offer_id) => self.core.on_rescind(offer_id.as_str()),
-                DriverEvent::Update(_) => {}
-                DriverEvent::Failure { agent_id, message } => {
-                    tracing::warn!(agent_id = %agent_id, message, "agent lost");
-                    self.core.on_agent_lost(agent_id.as_str(), now);
-                }
-                DriverEvent::Error(message) => {
-                    if !self.driver.is_running() {
-                        removed = Some(message);
-                        break;
-                    }
-                    tracing::warn!(message, "error from the master");
-                }
-                DriverEvent::Disconnected { reason } => {
-                    tracing::warn!(reason, "disconnected from the master; re-subscribing");
-                    self.core.on_disconnected();
-                }
-            }
-        }
-        self.apply_updates(&mut updates, &mut acknowledgements, now);
-        self.execute().await?;
-        if let Some(message) = removed {
-            return Err(SvcRunError::Removed(message));
-        }
-        // The updates' effects are stored: acknowledge them without holding up the next
-        // events (a busy master answering slowly must not stop the daemon from reading its
-        // stream, or the master drops the stream as too slow).
-        for status in acknowledgements {
-            let _ = self.acknowledgements.send(status);
-        }
-        Ok(())
+    fn on_disconnected(&mut self) {
+        SvcCore::on_disconnected(self);
     }
 
-    /// Applies the pending updates to the core and keeps those to acknowledge once stored.
-    fn apply_updates(
-        &mut self,
-        updates: &mut Vec<v1::TaskStatus>,
-        acknowledgements: &mut Vec<v1::TaskStatus>,
-        now: f64,
-    ) {
-        if updates.is_empty() {
-            return;
-        }
-        self.core.on_updates(updates, now);
-        acknowledgements.extend(updates.drain(..).filter(|status| !status.uuid.is_empty()));
+    fn on_offers(&mut self, offers: Vec<v1::Offer>, now: SystemTime) {
+        SvcCore::on_offers(self, offers, seconds(now));
     }
 
-    /// Carries out the core's commands in order.
-    async fn execute(&mut self) -> Result<(), SvcRunError> {
-        let mut commands = self.core.take_commands().into_iter().peekable();
-        while let Some(command) = commands.next() {
-            match command {
-                Command::Persist(writes) => {
-                    let store = self.store.clone();
-                    tokio::task::spawn_blocking(move || store.apply(&writes))
-                        .await
-                        .map_err(|error| StoreError::Backend {
-                            operation: "write",
-                            reason: error.to_string(),
-                        })??;
-                }
-                Command::Launch { offer_id, tasks } => {
-                    // Launches into different offers do not depend on each other: a run of
-                    // them (one per agent of an offer batch) is sent concurrently, after the
-                    // writes before it and before the commands after it. One at a time, an
-                    // offer batch of 5,000 agents kept the daemon from reading its events for
-                    // seconds, and the master dropped its stream as too slow.
-                    let mut launches = vec![(offer_id, tasks)];
-                    while let Some(Command::Launch { .. }) = commands.peek() {
-                        if let Some(Command::Launch { offer_id, tasks }) = commands.next() {
-                            launches.push((offer_id, tasks));
-                        }
-                    }
-                    let driver = &self.driver;
-                    futures::stream::iter(launches)
-                        .map(|(offer_id, tasks)| async move {
-                            let count = tasks.len();
-                            if let Err(error) = driver.launch(offer_id.clone(), tasks).await {
-                                // The instances stay staged; reconciliation or the launch
-                                // timeout replaces them if the master never got them.
-                                tracing::warn!(%error, offer_id = %offer_id, count, "launch not sent");
-                            }
-                        })
-                        .buffer_unordered(LAUNCHES_IN_FLIGHT)
-                        .collect::<()>()
-                        .await;
-                }
-                Command::Decline {
-                    offer_ids,
-                    refuse_seconds,
-                } => {
-                    if let Err(error) = self.driver.decline(offer_ids, Some(refuse_seconds)).await {
-                        tracing::debug!(%error, "decline not sent");
-                    }
-                }
-                Command::Kill { task_id, agent_id } => {
-                    if let Err(error) = self.driver.kill(&task_id, &agent_id).await {
-                        tracing::warn!(%error, task_id = %task_id, "kill not sent; will retry");
-                    }
-                }
-                Command::Revive => {
-                    if let Err(error) = self.driver.revive().await {
-                        tracing::debug!(%error, "revive not sent");
-                    }
-                }
-                Command::Suppress => {
-                    if let Err(error) = self.driver.suppress().await {
-                        tracing::debug!(%error, "suppress not sent");
-                    }
-                }
-                Command::Reconcile(tasks) => {
-                    if let Err(error) = self.driver.reconcile(tasks).await {
-                        tracing::debug!(%error, "reconcile not sent");
-                    }
-                }
-                Command::Event(event) => {
-                    let _ = self.events.send(event);
-                }
-            }
-        }
-        Ok(())
+    fn on_rescind(&mut self, offer_id: &OfferId, _now: SystemTime) {
+        SvcCore::on_rescind(self, offer_id.as_str());
+    }
+
+    fn on_updates(&mut self, statuses: &[v1::TaskStatus], now: SystemTime) {
+        SvcCore::on_updates(self, statuses, seconds(now));
+    }
+
+    fn on_agent_failure(&mut self, agent_id: &AgentId, now: SystemTime) {
+        self.on_agent_lost(agent_id.as_str(), seconds(now));
+    }
+
+    fn on_launch_failed(&mut self, task_ids: &[TaskId], failure: LaunchFailure, now: SystemTime) {
+        SvcCore::on_launch_failed(
+            self,
+            task_ids,
+            failure == LaunchFailure::Refused,
+            seconds(now),
+        );
+    }
+
+    fn tick(&mut self, now: SystemTime) {
+        SvcCore::tick(self, seconds(now));
+    }
+
+    fn take_commands(&mut self) -> Vec<Command> {
+        SvcCore::take_commands(self)
     }
 }

@@ -212,6 +212,32 @@ impl BatchCore {
         }
     }
 
+    /// The master cannot reach an agent: its unfinished attempts are unreachable. They keep
+    /// their place for the unreachable grace and are replaced, without counting a retry, only
+    /// if the agent does not come back in time.
+    pub fn agent_lost(&mut self, agent_id: &AgentId, now: Timestamp) {
+        let lost: Vec<String> = self
+            .runs
+            .values()
+            .filter(|run| run.active_attempts() > 0)
+            .flat_map(|run| run.attempts.iter())
+            .filter(|attempt| !attempt.state.is_finished() && attempt.agent_id == agent_id.as_str())
+            .map(|attempt| attempt.task_id.clone())
+            .collect();
+        for task_id in lost {
+            let status = agora_proto::v1::TaskStatus {
+                task_id,
+                agent_id: agent_id.as_str().to_owned(),
+                // Unreachable, not lost: the attempt keeps its place for the unreachable
+                // grace, and is replaced only if its agent does not come back in time.
+                state: agora_proto::v1::TaskState::TaskUnreachable as i32,
+                message: format!("agent {agent_id} is unreachable"),
+                ..Default::default()
+            };
+            self.status_update(status, now);
+        }
+    }
+
     // ----- API ------------------------------------------------------------------------------
 
     /// Adds a job. A job without a schedule gets its first run at once (waiting for its
@@ -569,7 +595,7 @@ impl BatchCore {
     }
 
     fn persist(&mut self, op: StoreOp) {
-        self.outbox.push(Command::Persist(op));
+        self.outbox.push(Command::Persist(vec![op]));
     }
 
     fn unfinished_attempts(&self) -> Vec<(TaskId, AgentId)> {

@@ -1,7 +1,5 @@
 //! What the core persists and what it asks its shell to do.
 
-use agora_proto::v1;
-use agora_proto::{AgentId, OfferId, TaskId};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -52,42 +50,11 @@ pub enum StoreOp {
     DeleteRun(RunId),
 }
 
-/// What the core asks its shell to do, in order. The shell must make every `Persist` durable
-/// before it carries out any later command (a launch is stored before it is sent).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    /// Write to the store.
-    Persist(StoreOp),
-    /// Accept `offer_id`, launching `tasks` on it.
-    Launch {
-        /// The offer.
-        offer_id: OfferId,
-        /// The tasks (all on the offer's agent).
-        tasks: Vec<v1::TaskInfo>,
-    },
-    /// Decline offers for `refuse_seconds`.
-    Decline {
-        /// The offers.
-        offer_ids: Vec<OfferId>,
-        /// How long the master should not offer those agents again.
-        refuse_seconds: f64,
-    },
-    /// Kill a task.
-    Kill {
-        /// The task.
-        task_id: TaskId,
-        /// Its agent.
-        agent_id: AgentId,
-    },
-    /// Acknowledge a status update (after what it changed is stored).
-    Acknowledge(v1::TaskStatus),
-    /// Ask the master for the latest state of these tasks.
-    Reconcile(Vec<(TaskId, AgentId)>),
-    /// Resume offers: work is waiting.
-    Revive,
-    /// Stop offers: nothing waits.
-    Suppress,
-}
+/// What the core asks the runtime to do, in order: the SDK's command vocabulary with
+/// batch's store writes (batch publishes nothing). The runtime makes every `Persist` durable
+/// before it carries out any later command (a launch is stored before it is sent), and
+/// acknowledges each update once what it changed is stored.
+pub type Command = agora_sdk::Command<StoreOp, std::convert::Infallible>;
 
 /// Tunables of the core.
 #[derive(Debug, Clone, PartialEq)]

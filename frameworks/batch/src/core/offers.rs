@@ -71,10 +71,10 @@ impl BatchCore {
             if let Some(run) = self.runs.get(&run_id) {
                 let first_new = run.attempts.len() - launched;
                 for attempt in &run.attempts[first_new..] {
-                    self.outbox.push(Command::Persist(StoreOp::PutAttempt(
+                    self.outbox.push(Command::Persist(vec![StoreOp::PutAttempt(
                         run_id,
                         Box::new(attempt.clone()),
-                    )));
+                    )]));
                 }
             }
         }

@@ -98,7 +98,7 @@ impl Harness {
         let mut others = Vec::new();
         for command in self.core.take_commands() {
             match command {
-                Command::Persist(op) => self.store.apply(&op),
+                Command::Persist(ops) => ops.iter().for_each(|op| self.store.apply(op)),
                 Command::Launch { offer_id, tasks } => {
                     for task in &tasks {
                         let (run_id, number) = parse_task_id(&task.task_id).expect("our task id");
@@ -702,4 +702,64 @@ fn unreachable_attempts_keep_their_place_for_the_grace_then_are_replaced() {
     let stored = harness.run(run);
     assert_eq!(stored.phase, RunPhase::Succeeded);
     assert_eq!(stored.succeeded, 2);
+}
+
+#[test]
+fn attempts_on_a_lost_agent_keep_their_place_for_the_grace_then_are_replaced() {
+    let mut harness = Harness::new("2026-01-01T00:00:00Z");
+    let run = harness
+        .submit(
+            r#"{"id":"lost","run":{"cmd":"sleep 99"},"completions":2,"parallelism":2,"retries":0}"#,
+        )
+        .expect("run");
+    let tasks = harness.offer(4.0, 4096.0);
+    assert_eq!(tasks.len(), 2);
+    harness.update(&tasks[0].task_id, TaskState::TaskRunning, None);
+    harness.update(&tasks[1].task_id, TaskState::TaskRunning, None);
+
+    harness
+        .core
+        .agent_lost(&AgentId::new("agent-2"), harness.now);
+    harness.drain();
+    assert!(
+        harness
+            .run(run)
+            .attempts
+            .iter()
+            .all(|attempt| attempt.state == AttemptState::Running),
+        "another agent's loss changes nothing"
+    );
+
+    harness
+        .core
+        .agent_lost(&AgentId::new("agent-1"), harness.now);
+    harness.drain();
+    let stored = harness.run(run);
+    assert!(
+        stored
+            .attempts
+            .iter()
+            .all(|attempt| attempt.state == AttemptState::Unreachable),
+        "{:?}",
+        stored.attempts
+    );
+    assert!(
+        harness.offer(4.0, 4096.0).is_empty(),
+        "within the grace they keep their place"
+    );
+    harness.advance(61.0);
+    harness.core.tick(harness.now);
+    harness.drain();
+    let stored = harness.run(run);
+    assert!(
+        stored
+            .attempts
+            .iter()
+            .all(|attempt| attempt.state == AttemptState::Lost),
+        "{:?}",
+        stored.attempts
+    );
+    assert_eq!(stored.phase, RunPhase::Active, "no retry counted");
+    assert_eq!(stored.failures, 0);
+    assert_eq!(harness.offer(4.0, 4096.0).len(), 2, "both replaced");
 }

@@ -7,7 +7,7 @@ use agora_sdk::Backoff;
 use jiff::{SignedDuration, Timestamp};
 
 use super::run::{AttemptOutcome, RunPhase};
-use super::{BatchCore, Command, StoreOp};
+use super::{BatchCore, StoreOp};
 
 /// The delay before the next attempt after the `failures`-th failure: the SDK's jittered
 /// exponential backoff (doubling from `backoffSeconds` up to `maxBackoffSeconds`), seeded per
@@ -32,7 +32,6 @@ impl BatchCore {
                 tracing::info!(task_id = %status.task_id, ?state, "killing a task no run owns");
                 self.kill(status.task_id.clone(), status.agent_id.clone());
             }
-            self.acknowledge(status);
             return;
         };
         let Some(run) = self.runs.get_mut(&run_id) else {
@@ -47,7 +46,6 @@ impl BatchCore {
                 Ok(outcome) => outcome,
                 Err(error) => {
                     tracing::debug!(%error, "duplicate or late update");
-                    self.acknowledge(status);
                     return;
                 }
             };
@@ -135,13 +133,6 @@ impl BatchCore {
         if let Some((phase, message)) = finish {
             self.finish_run(run_id, phase, message, now);
         }
-        self.acknowledge(status);
         self.evaluate(now);
-    }
-
-    fn acknowledge(&mut self, status: v1::TaskStatus) {
-        if !status.uuid.is_empty() {
-            self.outbox.push(Command::Acknowledge(status));
-        }
     }
 }

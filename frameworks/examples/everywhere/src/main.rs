@@ -2,20 +2,32 @@
 //!
 //! It keeps one copy of a command running on every agent whose labels match (a "daemon set" in
 //! Kubernetes words, a "global service" in Swarm's). Read it top to bottom: it shows everything
-//! a framework does — subscribe, look at offers, launch or decline, follow status updates,
-//! reconcile after a reconnect — in about two hundred lines.
+//! a framework decides — look at offers, launch or decline, follow status updates, reconcile
+//! after a reconnect — as a sans-IO core ([`FrameworkCore`]: events in, commands out) that the
+//! SDK's [`Runtime`] runs against the master (batching, acknowledgements, launches, retries).
 //!
 //! ```text
 //! everywhere --master http://127.0.0.1:5050 --cmd 'httpd -f -p $PORT0' --ports 1 --label role=web
 //! ```
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use agora_proto::v1::{self, TaskState};
-use agora_proto::{AgentId, OfferId, TaskId, is_terminal};
-use agora_sdk::{DriverConfig, DriverEvent, SchedulerDriver, TaskBuilder};
+use agora_proto::{AgentId, FrameworkId, OfferId, TaskId, is_terminal};
+use agora_sdk::runtime::core_calls;
+use agora_sdk::{
+    DriverConfig, FrameworkCore, LaunchFailure, NoStore, Runtime, RuntimeConfig, SchedulerDriver,
+    TaskBuilder,
+};
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// What the core asks the runtime to do (it stores nothing and publishes nothing).
+type Command = agora_sdk::Command<Infallible, Infallible>;
 
 /// Command-line flags. Like every Agora binary, each flag can also come from an `AGORA_*`
 /// environment variable.
@@ -67,6 +79,8 @@ struct Everywhere {
     flags: Flags,
     required_labels: Vec<(String, String)>,
     copies: HashMap<AgentId, Instance>,
+    subscribed_before: bool,
+    outbox: Vec<Command>,
 }
 
 impl Everywhere {
@@ -105,6 +119,107 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// The decisions; the runtime carries out the commands in order.
+impl FrameworkCore for Everywhere {
+    type Write = Infallible;
+    type Notice = Infallible;
+
+    fn on_subscribed(&mut self, framework_id: &FrameworkId, _now: SystemTime) {
+        tracing::info!(%framework_id, "subscribed");
+        // After a reconnect the master may know more than we do: ask for the latest state of
+        // all our tasks (implicit reconciliation).
+        if self.subscribed_before {
+            self.outbox.push(Command::Reconcile(Vec::new()));
+        }
+        self.subscribed_before = true;
+    }
+
+    fn on_disconnected(&mut self) {}
+
+    fn on_offers(&mut self, offers: Vec<v1::Offer>, _now: SystemTime) {
+        for offer in offers {
+            let offer_id = OfferId::new(offer.id.clone());
+            if !self.wants(&offer) {
+                // Not interested: decline, and do not offer this agent again for a minute.
+                // We revive when a copy ends, which clears the filter.
+                self.decline(offer_id);
+                continue;
+            }
+            let task = match self.task_for(&offer) {
+                Ok(task) => task,
+                Err(error) => {
+                    // The offer is too small (or malformed): say why, and move on.
+                    tracing::warn!(agent = %offer.hostname, %error, "offer does not fit");
+                    self.decline(offer_id);
+                    continue;
+                }
+            };
+            let task_id = TaskId::new(task.task_id.clone());
+            tracing::info!(%task_id, agent = %offer.hostname, "launching copy");
+            let state = TaskState::TaskStaging;
+            let agent_id = AgentId::new(offer.agent_id.clone());
+            self.copies.insert(agent_id, Instance { task_id, state });
+            let tasks = vec![task];
+            self.outbox.push(Command::Launch { offer_id, tasks });
+        }
+    }
+
+    fn on_rescind(&mut self, offer_id: &OfferId, _now: SystemTime) {
+        tracing::info!(%offer_id, "offer rescinded");
+    }
+
+    fn on_updates(&mut self, statuses: &[v1::TaskStatus], _now: SystemTime) {
+        for status in statuses {
+            let state = status.state();
+            let agent_id = AgentId::new(status.agent_id.clone());
+            tracing::info!(task_id = %status.task_id, ?state, message = %status.message, "task update");
+            let Some(copy) = self.copies.get_mut(&agent_id) else {
+                continue;
+            };
+            if copy.task_id.as_str() != status.task_id {
+                continue;
+            }
+            if is_terminal(state) || state == TaskState::TaskUnreachable {
+                // The copy is gone: forget it and ask for offers again so that it is
+                // relaunched on that agent (or not, if the agent is gone too).
+                self.copies.remove(&agent_id);
+                self.outbox.push(Command::Revive);
+            } else {
+                copy.state = state;
+            }
+        }
+    }
+
+    fn on_agent_failure(&mut self, agent_id: &AgentId, _now: SystemTime) {
+        self.copies.remove(agent_id);
+    }
+
+    fn on_launch_failed(&mut self, task_ids: &[TaskId], _failure: LaunchFailure, _now: SystemTime) {
+        // Try again with the next offer; a copy that did start after all shows up in the
+        // next reconciliation and is followed from there.
+        self.copies
+            .retain(|_, copy| !task_ids.contains(&copy.task_id));
+        self.outbox.push(Command::Revive);
+    }
+
+    fn tick(&mut self, _now: SystemTime) {}
+
+    fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.outbox)
+    }
+}
+
+impl Everywhere {
+    fn decline(&mut self, offer_id: OfferId) {
+        let offer_ids = vec![offer_id];
+        let refuse_seconds = 60.0;
+        self.outbox.push(Command::Decline {
+            offer_ids,
+            refuse_seconds,
+        });
+    }
+}
+
 async fn run(flags: Flags) -> anyhow::Result<()> {
     let required_labels = parse_labels(&flags.labels)?;
     // Step 1: describe the framework. A failover timeout lets us restart this program without
@@ -115,111 +230,44 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         capabilities: vec![v1::FrameworkCapability::PartitionAware as i32],
         ..Default::default()
     };
-    // Step 2: start the driver. It subscribes, re-subscribes when the master goes away, and
-    // acknowledges status updates for us (auto_acknowledge is on by default).
-    let (driver, mut events) = SchedulerDriver::start(DriverConfig::new(&flags.master, framework))?;
+    // Step 2: start the driver. It subscribes and re-subscribes when the master goes away;
+    // the runtime acknowledges status updates once the core has seen them.
+    let mut driver_config = DriverConfig::new(&flags.master, framework);
+    driver_config.auto_acknowledge = false;
+    let (driver, events) = SchedulerDriver::start(driver_config)?;
     let teardown_on_exit = flags.teardown_on_exit;
-    let mut framework = Everywhere {
+    let core = Everywhere {
         flags,
         required_labels,
         copies: HashMap::new(),
+        subscribed_before: false,
+        outbox: Vec::new(),
     };
 
-    // Step 3: react to events, one at a time, until Ctrl-C or SIGTERM. The event stream
-    // stays open until then: dropping it would stop the driver.
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let event = tokio::select! {
-            event = events.next() => match event {
-                Some(event) => event,
-                None => break,
-            },
-            () = &mut shutdown => {
-                if teardown_on_exit {
-                    // Teardown makes the master kill every copy; without it the copies keep
-                    // running and a restarted framework with the same id takes them over.
-                    match driver.teardown().await {
-                        Ok(()) => tracing::info!("framework torn down"),
-                        Err(error) => tracing::warn!(%error, "teardown failed"),
-                    }
-                }
-                break;
-            }
-        };
-        match event {
-            DriverEvent::Subscribed {
-                framework_id,
-                reconnected,
-            } => {
-                tracing::info!(%framework_id, reconnected, "subscribed");
-                // After a reconnect the master may know more than we do: ask for the latest
-                // state of all our tasks (implicit reconciliation).
-                if reconnected {
-                    driver.reconcile(Vec::new()).await?;
-                }
-            }
-            DriverEvent::Offers(offers) => {
-                for offer in offers {
-                    let offer_id = OfferId::new(offer.id.clone());
-                    if !framework.wants(&offer) {
-                        // Not interested: decline, and do not offer this agent again for a
-                        // minute. We revive when a copy ends, which clears the filter.
-                        driver.decline(vec![offer_id], Some(60.0)).await?;
-                        continue;
-                    }
-                    match framework.task_for(&offer) {
-                        Ok(task) => {
-                            let task_id = TaskId::new(task.task_id.clone());
-                            tracing::info!(%task_id, agent = %offer.hostname, "launching copy");
-                            framework.copies.insert(
-                                AgentId::new(offer.agent_id.clone()),
-                                Instance {
-                                    task_id,
-                                    state: TaskState::TaskStaging,
-                                },
-                            );
-                            driver.launch(offer_id, vec![task]).await?;
-                        }
-                        Err(error) => {
-                            // The offer is too small (or malformed): say why, and move on.
-                            tracing::warn!(agent = %offer.hostname, %error, "offer does not fit");
-                            driver.decline(vec![offer_id], Some(60.0)).await?;
-                        }
-                    }
-                }
-            }
-            DriverEvent::Update(status) => {
-                let state = status.state();
-                let agent_id = AgentId::new(status.agent_id.clone());
-                tracing::info!(task_id = %status.task_id, ?state, message = %status.message, "task update");
-                let ours = framework
-                    .copies
-                    .get(&agent_id)
-                    .is_some_and(|copy| copy.task_id.as_str() == status.task_id);
-                if ours && (is_terminal(state) || state == TaskState::TaskUnreachable) {
-                    // The copy is gone: forget it and ask for offers again so that it is
-                    // relaunched on that agent (or not, if the agent is gone too).
-                    framework.copies.remove(&agent_id);
-                    driver.revive().await?;
-                } else if let Some(copy) = framework.copies.get_mut(&agent_id).filter(|_| ours) {
-                    copy.state = state;
-                }
-            }
-            DriverEvent::Rescind(offer_id) => tracing::info!(%offer_id, "offer rescinded"),
-            DriverEvent::Failure { agent_id, message } => {
-                tracing::warn!(%agent_id, %message, "agent lost");
-            }
-            DriverEvent::Disconnected { reason } => tracing::warn!(%reason, "disconnected"),
-            DriverEvent::Error(message) => anyhow::bail!("master ended the framework: {message}"),
-        }
-        let running = framework
-            .copies
-            .values()
-            .filter(|copy| copy.state == TaskState::TaskRunning)
-            .count();
-        tracing::debug!(running, known = framework.copies.len(), "copies");
+    // Step 3: let the runtime feed events to the core and carry out its commands until Ctrl-C
+    // or SIGTERM (nothing calls in from outside: the call handle is dropped).
+    let (_calls, call_receiver) = core_calls(1);
+    let cancel = CancellationToken::new();
+    let runtime = Runtime::new(
+        core,
+        Arc::new(NoStore),
+        driver.clone(),
+        RuntimeConfig::default(),
+    );
+    let running = tokio::spawn(runtime.run(events, call_receiver, cancel.clone()));
+    tokio::select! {
+        result = running => return Ok(result??),
+        () = shutdown_signal() => {}
     }
+    if teardown_on_exit {
+        // Teardown makes the master kill every copy; without it the copies keep running and a
+        // restarted framework with the same id takes them over.
+        match driver.teardown().await {
+            Ok(()) => tracing::info!("framework torn down"),
+            Err(error) => tracing::warn!(%error, "teardown failed"),
+        }
+    }
+    cancel.cancel();
     Ok(())
 }
 
@@ -266,6 +314,8 @@ mod tests {
             flags,
             required_labels,
             copies: HashMap::new(),
+            subscribed_before: false,
+            outbox: Vec::new(),
         }
     }
 

@@ -18,18 +18,13 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use agora_proto::v1;
-use agora_proto::{AgentId, OfferId, Resources, TaskId};
+use agora_proto::{AgentId, Resources, TaskId};
 use agora_sdk::scheduling::AgentAttributes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::app::{AppDefinition, PathId};
-
-/// Instances reconciled per tick after a subscription: a few seconds for 100,000 at the
-/// default tick, and far fewer answers at once than the master buffers for a stream.
-const RECONCILE_CHUNK: usize = 5_000;
 
 pub use api::{ApiError, DeploymentRef};
 pub use drive::{AppPlan, plan_app};
@@ -114,41 +109,9 @@ pub enum StoreWrite {
     },
 }
 
-/// Something the shell must do, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    /// Write these to the store in one transaction before anything after it.
-    Persist(Vec<StoreWrite>),
-    /// Accept `offer_id` launching `tasks` (the rest of the offer goes back to the master).
-    Launch {
-        /// The offer.
-        offer_id: OfferId,
-        /// Tasks built from it.
-        tasks: Vec<v1::TaskInfo>,
-    },
-    /// Decline offers, keeping them away for `refuse_seconds`.
-    Decline {
-        /// The offers.
-        offer_ids: Vec<OfferId>,
-        /// Filter duration.
-        refuse_seconds: f64,
-    },
-    /// Kill a task.
-    Kill {
-        /// The task.
-        task_id: TaskId,
-        /// Its agent.
-        agent_id: AgentId,
-    },
-    /// Ask for offers again.
-    Revive,
-    /// Stop receiving offers.
-    Suppress,
-    /// Ask the master for the state of these tasks (empty: all of the framework's tasks).
-    Reconcile(Vec<(TaskId, AgentId)>),
-    /// Publish an event on `/v2/events`.
-    Event(SvcEvent),
-}
+/// Something the runtime must do, in order: the SDK's command vocabulary with svc's store
+/// writes and `/v2/events` events.
+pub type Command = agora_sdk::Command<StoreWrite, SvcEvent>;
 
 /// An event for `/v2/events` subscribers, Marathon-style.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,8 +166,6 @@ pub struct SvcCore {
     subscribed: bool,
     /// Whether this process has subscribed before (a later subscription is a reconnect).
     subscribed_before: bool,
-    /// Instances still to be reconciled after the last subscription, sent a chunk per tick.
-    reconciling: Vec<(TaskId, AgentId)>,
     apps: BTreeMap<String, AppState>,
     /// App id -> version -> definition JSON.
     versions: BTreeMap<String, BTreeMap<String, Value>>,
@@ -239,7 +200,6 @@ impl SvcCore {
             framework_id: None,
             subscribed: false,
             subscribed_before: false,
-            reconciling: Vec::new(),
             apps: BTreeMap::new(),
             versions: BTreeMap::new(),
             instances: BTreeMap::new(),
@@ -342,11 +302,9 @@ impl SvcCore {
             }
         }
         self.outbox.extend(kills);
-        // Known instances are reconciled a chunk per tick: the master queues every answer on
-        // the framework's stream at once, and 100,000 of them (twice, with the implicit
-        // reconciliation) overflowed its buffer, so the master dropped the stream, the driver
-        // subscribed again, reconciled everything again, and never caught up.
-        self.reconciling = self
+        // Every known instance, explicitly (the framework runtime sends the list a chunk per
+        // tick, so 100,000 answers do not overflow the master's buffer for our stream).
+        let known: Vec<(TaskId, AgentId)> = self
             .all_instances()
             .map(|instance| {
                 (
@@ -355,10 +313,14 @@ impl SvcCore {
                 )
             })
             .collect();
-        self.reconcile_chunk();
-        // Strays (tasks the master runs for us that we do not know) can only come from an
-        // earlier process: a reconnect of this one has forgotten nothing, and answers for
-        // every task the master has would flood the stream again.
+        if !known.is_empty() {
+            self.outbox.push(Command::Reconcile(known));
+        }
+        // Strays (tasks the master runs for us that we do not know) are announced by the
+        // master when it adopts them from a re-registering agent, also while we are away; an
+        // implicit reconciliation is only needed once per process (for what an earlier process
+        // may have left), and on every reconnect it would flood the stream with answers for
+        // every task the master has.
         if !self.subscribed_before {
             self.outbox.push(Command::Reconcile(Vec::new()));
         }
@@ -373,25 +335,10 @@ impl SvcCore {
     /// The subscription ended; the driver reconnects by itself.
     pub fn on_disconnected(&mut self) {
         self.subscribed = false;
-        self.reconciling.clear();
     }
 
-    /// Sends the next chunk of the pending explicit reconciliation, if any.
-    fn reconcile_chunk(&mut self) {
-        if !self.subscribed || self.reconciling.is_empty() {
-            return;
-        }
-        let rest = self
-            .reconciling
-            .split_off(self.reconciling.len().min(RECONCILE_CHUNK));
-        let chunk = std::mem::replace(&mut self.reconciling, rest);
-        self.outbox.push(Command::Reconcile(chunk));
-    }
-
-    /// Periodic work: reconciliation in chunks, backoffs ending, kill retries, launch timeouts,
-    /// deployment timeouts.
+    /// Periodic work: backoffs ending, kill retries, launch timeouts, deployment timeouts.
     pub fn tick(&mut self, now: f64) {
-        self.reconcile_chunk();
         self.drive(now);
     }
 
@@ -425,7 +372,7 @@ impl SvcCore {
     ) {
         payload.insert("eventType".into(), Value::from(event_type));
         payload.insert("timestamp".into(), Value::from(time::rfc3339_millis(now)));
-        self.outbox.push(Command::Event(SvcEvent {
+        self.outbox.push(Command::Publish(SvcEvent {
             event_type,
             payload: Value::Object(payload),
         }));

@@ -673,3 +673,51 @@ fn privileged_and_host_volumes_are_passed_to_the_task_not_dropped() {
         "{container:?}"
     );
 }
+
+#[test]
+fn a_refused_launch_is_replaced_at_once_and_an_unanswered_one_is_reconciled() {
+    let mut core = subscribed_core();
+    core.create_app(
+        app(r#"{"id":"/web","cmd":"sleep 1000","cpus":0.1,"mem":16,"instances":2}"#),
+        T0,
+    )
+    .expect("created");
+    core.on_offers(vec![offer(1, "cpus:4;mem:4096;ports:[31000-31010]")], T0);
+    let first = launched(&core.take_commands());
+    assert_eq!(first.len(), 2);
+    let refused = TaskId::new(first[0].task_id.clone());
+    let unanswered = TaskId::new(first[1].task_id.clone());
+
+    // Whether the unanswered launch reached the master is unknown: ask it.
+    core.on_launch_failed(std::slice::from_ref(&unanswered), false, T0 + 1.0);
+    let commands = core.take_commands();
+    assert!(
+        commands.iter().any(|command| matches!(
+            command,
+            Command::Reconcile(tasks)
+                if tasks == &vec![(unanswered.clone(), AgentId::new("agent-1"))]
+        )),
+        "{commands:?}"
+    );
+
+    // The refused one never ran: forgotten (stored) and replaced by the next offer, with no
+    // backoff since it did not fail.
+    core.on_launch_failed(std::slice::from_ref(&refused), true, T0 + 1.0);
+    let commands = core.take_commands();
+    assert!(
+        commands.iter().any(|command| matches!(
+            command,
+            Command::Persist(writes) if writes.contains(&StoreWrite::DeleteInstance {
+                task_id: refused.as_str().to_owned()
+            })
+        )),
+        "{commands:?}"
+    );
+    core.on_offers(
+        vec![offer(2, "cpus:4;mem:4096;ports:[31000-31010]")],
+        T0 + 1.0,
+    );
+    let replacement = launched(&core.take_commands());
+    assert_eq!(replacement.len(), 1, "one replacement");
+    assert_ne!(replacement[0].task_id, refused.as_str());
+}

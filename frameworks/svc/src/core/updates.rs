@@ -212,6 +212,40 @@ impl SvcCore {
         self.agents.remove(agent_id);
     }
 
+    /// Launching these tasks failed. `refused`: the master answered and did not launch them,
+    /// so they are dropped and replaced now; otherwise whether they run is unknown and the
+    /// master is asked (a launch timeout would replace them only much later).
+    pub fn on_launch_failed(&mut self, task_ids: &[TaskId], refused: bool, now: f64) {
+        let known: Vec<(String, String)> = task_ids
+            .iter()
+            .filter_map(|task_id| self.instance(task_id.as_str()))
+            .map(|instance| (instance.task_id.clone(), instance.agent_id.clone()))
+            .collect();
+        if known.is_empty() {
+            return;
+        }
+        if !refused {
+            let listed = known
+                .into_iter()
+                .map(|(task_id, agent_id)| (TaskId::new(task_id), AgentId::new(agent_id)))
+                .collect();
+            self.outbox.push(Command::Reconcile(listed));
+            return;
+        }
+        let statuses: Vec<v1::TaskStatus> = known
+            .into_iter()
+            .map(|(task_id, agent_id)| v1::TaskStatus {
+                task_id,
+                agent_id,
+                state: TaskState::TaskDropped as i32,
+                message: "the master refused the launch".to_owned(),
+                timestamp: now,
+                ..Default::default()
+            })
+            .collect();
+        self.on_updates(&statuses, now);
+    }
+
     fn emit_status(&mut self, app_id: &str, task_id: &str, status: &v1::TaskStatus, now: f64) {
         let instance = self.instance(task_id);
         let mut payload = Map::new();
