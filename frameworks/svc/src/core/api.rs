@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, json};
 
-use super::drive::deployment_payload;
+use super::deployments::deployment_payload;
 use super::model::{
     ActionKind, AppState, Deployment, DeploymentAction, DeploymentState, LaunchBackoff,
     PreviousApp, StoredApp,
@@ -343,10 +343,7 @@ impl SvcCore {
         for app_id in &affected {
             let holders: Vec<String> = self
                 .deployments
-                .values()
-                .filter(|deployment| {
-                    deployment.state == DeploymentState::Running && deployment.affects(app_id)
-                })
+                .running_affecting(app_id)
                 .map(|deployment| deployment.id.clone())
                 .collect();
             if !holders.is_empty() && !force {
@@ -423,7 +420,7 @@ impl SvcCore {
         };
         tracing::info!(deployment_id, apps = ?affected, version, "deployment started");
         let payload = deployment_payload(&deployment);
-        self.deployments.insert(deployment_id.clone(), deployment);
+        self.deployments.insert(deployment);
         self.persist_deployment(&deployment_id);
         self.emit("deployment_info", now, payload);
         self.drive(now);
@@ -497,7 +494,8 @@ impl SvcCore {
     ) -> Option<String> {
         let versions = self.versions.get(app_id)?;
         let mut candidates: Vec<&str> = self
-            .instances_of(app_id)
+            .instances
+            .of_app(app_id)
             .iter()
             .filter(|instance| instance.is_live())
             .map(|instance| instance.config_version.as_str())
@@ -528,12 +526,10 @@ impl SvcCore {
         let Some(deployment) = self.deployments.get_mut(id) else {
             return;
         };
-        if deployment.state != DeploymentState::Running {
+        // Only a running deployment is cancelled; one that already ended keeps its end.
+        if deployment.cancel(reason.to_owned(), now).is_err() {
             return;
         }
-        deployment.state = DeploymentState::Cancelled;
-        deployment.reason = Some(reason.to_owned());
-        deployment.finished_at = Some(now);
         let mut payload: Map<String, serde_json::Value> = deployment_payload(deployment);
         payload.insert("reason".into(), json!(reason));
         tracing::info!(deployment_id = id, reason, "deployment cancelled");

@@ -6,9 +6,13 @@
 //! before it asks the master to launch it. No sockets, no clock, no global RNG in here.
 
 mod api;
+mod deployments;
 mod drive;
+mod expiry;
+mod instances;
 mod model;
 mod offers;
+mod plan;
 pub mod time;
 mod updates;
 mod views;
@@ -27,11 +31,14 @@ use serde_json::Value;
 use crate::app::{AppDefinition, PathId};
 
 pub use api::{ApiError, DeploymentRef};
-pub use drive::{AppPlan, plan_app};
+pub use deployments::DeploymentBook;
+pub use instances::InstanceBook;
 pub use model::{
-    ActionKind, AppState, Deployment, DeploymentAction, DeploymentState, Instance, InstanceState,
-    KillReason, KillRequest, LaunchBackoff, PreviousApp, StoredApp,
+    ActionKind, AppState, Deployment, DeploymentAction, DeploymentState,
+    IllegalDeploymentTransition, IllegalInstanceTransition, Instance, InstanceState,
+    InstanceTransition, KillReason, KillRequest, LaunchBackoff, PreviousApp, StoredApp,
 };
+pub use plan::{AppPlan, plan_app};
 pub use views::CoreMetrics;
 
 /// Tunables of the core; the daemon's flags set them.
@@ -169,18 +176,11 @@ pub struct SvcCore {
     apps: BTreeMap<String, AppState>,
     /// App id -> version -> definition JSON.
     versions: BTreeMap<String, BTreeMap<String, Value>>,
-    /// Instances by app id, then task id: planning an app walks its own map, with no
-    /// lookup per instance (those were half the daemon's CPU at 100,000 instances). Kept in
-    /// step with the indexes below by [`SvcCore::insert_instance`] and
-    /// [`SvcCore::remove_instance`].
-    instances: BTreeMap<String, BTreeMap<String, Instance>>,
-    /// Task id -> app id, to find an instance by its task id.
-    app_of_task: HashMap<String, String>,
-    /// Agent id -> task ids of the instances on it.
-    instances_by_agent: HashMap<String, BTreeSet<String>>,
+    /// Every instance, by app, task and agent.
+    instances: InstanceBook,
     /// Apps that could launch when last driven (decides revive and suppress).
     wanting: BTreeSet<String>,
-    deployments: BTreeMap<String, Deployment>,
+    deployments: DeploymentBook,
     agents: HashMap<String, KnownAgent>,
     suppressed: bool,
     last_offers_at: Option<f64>,
@@ -202,11 +202,9 @@ impl SvcCore {
             subscribed_before: false,
             apps: BTreeMap::new(),
             versions: BTreeMap::new(),
-            instances: BTreeMap::new(),
-            app_of_task: HashMap::new(),
-            instances_by_agent: HashMap::new(),
+            instances: InstanceBook::default(),
             wanting: BTreeSet::new(),
-            deployments: BTreeMap::new(),
+            deployments: DeploymentBook::default(),
             agents: HashMap::new(),
             suppressed: false,
             last_offers_at: None,
@@ -253,10 +251,10 @@ impl SvcCore {
                 .insert(version, definition);
         }
         for instance in state.instances {
-            core.insert_instance(instance);
+            core.instances.insert(instance);
         }
         for deployment in state.deployments {
-            core.deployments.insert(deployment.id.clone(), deployment);
+            core.deployments.insert(deployment);
         }
         Ok(core)
     }
@@ -291,7 +289,7 @@ impl SvcCore {
         // every kill that was asked for goes out again now, not at its next retry: one sent
         // while the subscription was down went nowhere.
         let mut kills = Vec::new();
-        for instance in self.instances.values_mut().flat_map(BTreeMap::values_mut) {
+        for instance in self.instances.iter_mut() {
             instance.unconfirmed_since = Some(now);
             if let Some(request) = instance.kill.as_mut() {
                 request.sent_at = now;
@@ -305,7 +303,8 @@ impl SvcCore {
         // Every known instance, explicitly (the framework runtime sends the list a chunk per
         // tick, so 100,000 answers do not overflow the master's buffer for our stream).
         let known: Vec<(TaskId, AgentId)> = self
-            .all_instances()
+            .instances
+            .iter()
             .map(|instance| {
                 (
                     TaskId::new(instance.task_id.clone()),
@@ -395,7 +394,7 @@ impl SvcCore {
     }
 
     fn persist_instance(&mut self, task_id: &str) {
-        if let Some(instance) = self.instance(task_id) {
+        if let Some(instance) = self.instances.get(task_id) {
             let write = StoreWrite::PutInstance(instance.clone());
             self.writes.push(write);
         }

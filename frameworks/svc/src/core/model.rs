@@ -1,6 +1,7 @@
 //! What svcframework remembers: apps, their instances and deployments. Every type here is
 //! stored as JSON in the daemon's embedded store and survives a restart.
 
+use agora_proto::v1::TaskState;
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppDefinition;
@@ -181,7 +182,106 @@ pub struct KillRequest {
     pub sent_at: f64,
 }
 
+/// A reported task state an instance cannot move to from where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("instance cannot go from {} to {}", from.as_str(), to.as_str_name())]
+pub struct IllegalInstanceTransition {
+    /// The state the instance is in.
+    pub from: InstanceState,
+    /// The state reported.
+    pub to: TaskState,
+}
+
+/// What a reported task state did to an instance ([`Instance::observe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceTransition {
+    /// Still alive, now in `to` (possibly the state it was in: updates repeat).
+    Moved {
+        /// The state before.
+        from: InstanceState,
+        /// The state now.
+        to: InstanceState,
+    },
+    /// The master does not know the task (`TASK_UNKNOWN`, a reconciliation answer): nothing
+    /// about its state is learnt, it stays in `state`.
+    Unknown {
+        /// The state it stays in.
+        state: InstanceState,
+    },
+    /// A terminal state: the instance is over and its owner forgets it.
+    Ended {
+        /// The state before.
+        from: InstanceState,
+        /// The terminal state reported.
+        reported: TaskState,
+    },
+}
+
+impl InstanceState {
+    /// The state an instance is in after `reported`, from `self`.
+    ///
+    /// Mesos semantics, as the master checks them, plus the order of a task's life: once an
+    /// instance started it is never staging again, once running never starting again, and
+    /// once the agent is stopping it never running again (the agent's updates of one task
+    /// are ordered, and the master answers with the latest it has). An unreachable instance
+    /// may come back in any state. Terminal states end it from anywhere; `UNSPECIFIED` is
+    /// never a state a task is in.
+    pub fn after(
+        self,
+        reported: TaskState,
+    ) -> Result<InstanceTransition, IllegalInstanceTransition> {
+        let illegal = Err(IllegalInstanceTransition {
+            from: self,
+            to: reported,
+        });
+        if agora_proto::is_terminal(reported) {
+            return Ok(InstanceTransition::Ended {
+                from: self,
+                reported,
+            });
+        }
+        let to = match reported {
+            TaskState::TaskUnknown => return Ok(InstanceTransition::Unknown { state: self }),
+            TaskState::TaskStaging => InstanceState::Staging,
+            TaskState::TaskStarting => InstanceState::Starting,
+            TaskState::TaskRunning => InstanceState::Running,
+            TaskState::TaskKilling => InstanceState::Killing,
+            TaskState::TaskUnreachable => InstanceState::Unreachable,
+            _ => return illegal,
+        };
+        let goes_back = match (self, to) {
+            (InstanceState::Unreachable, _) => false,
+            (
+                InstanceState::Starting | InstanceState::Running | InstanceState::Killing,
+                InstanceState::Staging,
+            ) => true,
+            (InstanceState::Running | InstanceState::Killing, InstanceState::Starting) => true,
+            (InstanceState::Killing, InstanceState::Running) => true,
+            _ => false,
+        };
+        if goes_back {
+            return illegal;
+        }
+        Ok(InstanceTransition::Moved { from: self, to })
+    }
+}
+
 impl Instance {
+    /// Applies a reported task state to the instance's state (not to its other fields),
+    /// checked by [`InstanceState::after`]; an illegal report changes nothing. On
+    /// [`InstanceTransition::Ended`] the instance keeps its last live state: its owner
+    /// forgets it.
+    pub fn observe(
+        &mut self,
+        reported: TaskState,
+    ) -> Result<InstanceTransition, IllegalInstanceTransition> {
+        let transition = self.state.after(reported)?;
+        if let InstanceTransition::Moved { to, .. } = transition {
+            self.state = to;
+        }
+        Ok(transition)
+    }
+
     /// Not asked to be killed and not cut off: it counts towards the app's instances.
     pub fn is_live(&self) -> bool {
         self.kill.is_none() && self.state != InstanceState::Unreachable
@@ -221,6 +321,16 @@ impl DeploymentState {
     pub fn is_finished(self) -> bool {
         self != DeploymentState::Running
     }
+}
+
+/// A deployment change its lifecycle does not allow: only a running deployment ends, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("deployment cannot go from {} to {}", from.as_str(), to.as_str())]
+pub struct IllegalDeploymentTransition {
+    /// The state it is in.
+    pub from: DeploymentState,
+    /// The state asked for.
+    pub to: DeploymentState,
 }
 
 /// What a deployment does to one app (Marathon's action names).
@@ -309,6 +419,40 @@ impl Deployment {
         self.affected_apps().any(|affected| affected == app_id)
     }
 
+    /// Every step is done: `Running` -> `Succeeded`.
+    pub fn succeed(&mut self, now: f64) -> Result<(), IllegalDeploymentTransition> {
+        self.end(DeploymentState::Succeeded, None, now)
+    }
+
+    /// No progress for too long: `Running` -> `Failed`, its apps keep their targets.
+    pub fn fail(&mut self, reason: String, now: f64) -> Result<(), IllegalDeploymentTransition> {
+        self.end(DeploymentState::Failed, Some(reason), now)
+    }
+
+    /// Cancelled by the user or superseded: `Running` -> `Cancelled`.
+    pub fn cancel(&mut self, reason: String, now: f64) -> Result<(), IllegalDeploymentTransition> {
+        self.end(DeploymentState::Cancelled, Some(reason), now)
+    }
+
+    /// The one way a deployment ends; an illegal end changes nothing.
+    fn end(
+        &mut self,
+        to: DeploymentState,
+        reason: Option<String>,
+        now: f64,
+    ) -> Result<(), IllegalDeploymentTransition> {
+        if self.state != DeploymentState::Running || to == DeploymentState::Running {
+            return Err(IllegalDeploymentTransition {
+                from: self.state,
+                to,
+            });
+        }
+        self.state = to;
+        self.reason = reason;
+        self.finished_at = Some(now);
+        Ok(())
+    }
+
     /// True when the deployment's current step has not reached `app_id` yet, so the app must
     /// wait (its dependencies go first).
     pub fn holds_back(&self, app_id: &str) -> bool {
@@ -316,5 +460,153 @@ impl Deployment {
             && self.steps.iter().enumerate().any(|(index, step)| {
                 index > self.current_step && step.iter().any(|action| action.app_id == app_id)
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(state: InstanceState) -> Instance {
+        Instance {
+            task_id: "web.1".to_owned(),
+            app_id: "/web".to_owned(),
+            config_version: "v1".to_owned(),
+            agent_id: "agent-1".to_owned(),
+            host: "host-1".to_owned(),
+            ports: Vec::new(),
+            state,
+            healthy: None,
+            staged_at: 0.0,
+            started_at: None,
+            kill: None,
+            message: String::new(),
+            unconfirmed_since: None,
+        }
+    }
+
+    fn deployment() -> Deployment {
+        Deployment {
+            id: "d-1".to_owned(),
+            version: "v1".to_owned(),
+            steps: Vec::new(),
+            current_step: 0,
+            state: DeploymentState::Running,
+            reason: None,
+            started_at: 0.0,
+            last_progress_at: 0.0,
+            progress_mark: 0,
+            finished_at: None,
+            previous: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_instance_moves_forward_through_its_life() {
+        let mut web = instance(InstanceState::Staging);
+        for (reported, expected) in [
+            (TaskState::TaskStaging, InstanceState::Staging),
+            (TaskState::TaskStarting, InstanceState::Starting),
+            (TaskState::TaskRunning, InstanceState::Running),
+            (TaskState::TaskRunning, InstanceState::Running),
+            (TaskState::TaskUnreachable, InstanceState::Unreachable),
+            (TaskState::TaskRunning, InstanceState::Running),
+            (TaskState::TaskKilling, InstanceState::Killing),
+        ] {
+            let from = web.state;
+            assert_eq!(
+                web.observe(reported),
+                Ok(InstanceTransition::Moved { from, to: expected })
+            );
+            assert_eq!(web.state, expected);
+        }
+    }
+
+    #[test]
+    fn an_instance_never_goes_back_in_its_life() {
+        for (from, reported) in [
+            (InstanceState::Starting, TaskState::TaskStaging),
+            (InstanceState::Running, TaskState::TaskStaging),
+            (InstanceState::Running, TaskState::TaskStarting),
+            (InstanceState::Killing, TaskState::TaskRunning),
+            (InstanceState::Killing, TaskState::TaskStarting),
+            (InstanceState::Running, TaskState::Unspecified),
+        ] {
+            let mut web = instance(from);
+            assert_eq!(
+                web.observe(reported),
+                Err(IllegalInstanceTransition { from, to: reported })
+            );
+            assert_eq!(web.state, from, "an illegal update changes nothing");
+        }
+    }
+
+    #[test]
+    fn an_unreachable_instance_may_come_back_in_any_state() {
+        for reported in [
+            TaskState::TaskStaging,
+            TaskState::TaskStarting,
+            TaskState::TaskRunning,
+            TaskState::TaskKilling,
+        ] {
+            let mut web = instance(InstanceState::Unreachable);
+            assert!(matches!(
+                web.observe(reported),
+                Ok(InstanceTransition::Moved { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn terminal_and_unknown_reports_leave_the_state_to_the_owner() {
+        let mut web = instance(InstanceState::Running);
+        assert_eq!(
+            web.observe(TaskState::TaskUnknown),
+            Ok(InstanceTransition::Unknown {
+                state: InstanceState::Running
+            })
+        );
+        assert_eq!(
+            web.observe(TaskState::TaskFailed),
+            Ok(InstanceTransition::Ended {
+                from: InstanceState::Running,
+                reported: TaskState::TaskFailed
+            })
+        );
+        assert_eq!(web.state, InstanceState::Running);
+    }
+
+    #[test]
+    fn a_deployment_ends_once() {
+        let mut succeeded = deployment();
+        assert_eq!(succeeded.succeed(5.0), Ok(()));
+        assert_eq!(succeeded.state, DeploymentState::Succeeded);
+        assert_eq!(succeeded.finished_at, Some(5.0));
+        assert_eq!(
+            succeeded.cancel("late".to_owned(), 6.0),
+            Err(IllegalDeploymentTransition {
+                from: DeploymentState::Succeeded,
+                to: DeploymentState::Cancelled
+            })
+        );
+        assert_eq!(
+            succeeded.finished_at,
+            Some(5.0),
+            "an illegal end changes nothing"
+        );
+        assert_eq!(succeeded.reason, None);
+
+        let mut failed = deployment();
+        assert_eq!(failed.fail("stuck".to_owned(), 7.0), Ok(()));
+        assert_eq!(failed.state, DeploymentState::Failed);
+        assert_eq!(failed.reason.as_deref(), Some("stuck"));
+        assert!(failed.succeed(8.0).is_err());
+        assert_eq!(failed.state, DeploymentState::Failed);
+
+        let mut cancelled = deployment();
+        assert_eq!(cancelled.cancel("superseded".to_owned(), 9.0), Ok(()));
+        assert_eq!(cancelled.state, DeploymentState::Cancelled);
+        assert!(cancelled.fail("late".to_owned(), 10.0).is_err());
+        assert_eq!(cancelled.reason.as_deref(), Some("superseded"));
     }
 }

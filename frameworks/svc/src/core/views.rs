@@ -70,7 +70,7 @@ impl SvcCore {
 
     fn app_json(&self, app_id: &str, app: &AppState, embed_tasks: bool) -> Value {
         let mut value = app.definition.to_json();
-        let instances = self.instances_of(app_id);
+        let instances = self.instances.of_app(app_id);
         let has_checks = !app.definition.health_checks.is_empty();
         let count = |predicate: &dyn Fn(&Instance) -> bool| {
             instances
@@ -86,10 +86,7 @@ impl SvcCore {
         let unhealthy = count(&|i| has_checks && i.healthy == Some(false));
         let deployments: Vec<Value> = self
             .deployments
-            .values()
-            .filter(|deployment| {
-                deployment.state == DeploymentState::Running && deployment.affects(app_id)
-            })
+            .running_affecting(app_id)
             .map(|deployment| json!({ "id": deployment.id }))
             .collect();
         let plan = self.current_plan(app_id);
@@ -125,7 +122,7 @@ impl SvcCore {
     }
 
     fn waiting_reason(&self, app_id: &str, app: &AppState) -> Option<String> {
-        if self.is_held_back(app_id) {
+        if self.deployments.holds_back(app_id) {
             return Some("waiting for its dependencies to be deployed first".to_owned());
         }
         if let Some(reason) = &app.waiting_reason {
@@ -141,7 +138,8 @@ impl SvcCore {
     pub fn tasks_json(&self, app_id: &str) -> Option<Value> {
         self.apps.get(app_id)?;
         let tasks: Vec<Value> = self
-            .instances_of(app_id)
+            .instances
+            .of_app(app_id)
             .iter()
             .map(|instance| instance_json(instance))
             .collect();
@@ -168,7 +166,7 @@ impl SvcCore {
     pub fn deployments_json(&self, all: bool) -> Value {
         let mut deployments: Vec<&Deployment> = self
             .deployments
-            .values()
+            .iter()
             .filter(|deployment| all || deployment.state == DeploymentState::Running)
             .collect();
         deployments.sort_by(|left, right| left.started_at.total_cmp(&right.started_at));
@@ -187,7 +185,7 @@ impl SvcCore {
             if app.deleting {
                 continue;
             }
-            let held = self.is_held_back(app_id);
+            let held = self.deployments.holds_back(app_id);
             let wanted = if held {
                 app.definition.instances as usize
             } else {
@@ -246,7 +244,7 @@ impl SvcCore {
             .sum();
         let mut instances_running = 0;
         let mut instances_ready = 0;
-        for (app_id, instances) in &self.instances {
+        for (app_id, instances) in self.instances.by_app() {
             let has_checks = self
                 .apps
                 .get(app_id)
@@ -260,14 +258,10 @@ impl SvcCore {
         }
         CoreMetrics {
             apps: self.apps.len(),
-            instances: self.instance_count(),
+            instances: self.instances.len(),
             instances_running,
             instances_ready,
-            deployments_running: self
-                .deployments
-                .values()
-                .filter(|deployment| deployment.state == DeploymentState::Running)
-                .count(),
+            deployments_running: self.deployments.running().count(),
             queued,
             offers_received: self.counters.offers_received,
             launched: self.counters.launched,
