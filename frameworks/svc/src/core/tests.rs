@@ -721,3 +721,41 @@ fn a_refused_launch_is_replaced_at_once_and_an_unanswered_one_is_reconciled() {
     assert_eq!(replacement.len(), 1, "one replacement");
     assert_ne!(replacement[0].task_id, refused.as_str());
 }
+
+#[test]
+fn an_update_that_sends_an_instance_back_in_its_life_is_dropped_whole() {
+    let mut core = subscribed_core();
+    core.create_app(
+        app(r#"{"id":"/web","cmd":"sleep 1000","cpus":0.5,"mem":32,"instances":1}"#),
+        T0,
+    )
+    .expect("created");
+    core.on_offers(offers(1), T0);
+    let tasks = launched(&core.take_commands());
+    assert_eq!(tasks.len(), 1);
+    run_all(&mut core, &tasks, T0 + 1.0);
+    core.take_commands();
+    let state = |core: &SvcCore| {
+        core.tasks_json("/web").expect("tasks")["tasks"][0]["state"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    assert_eq!(state(&core).as_deref(), Some("TASK_RUNNING"));
+
+    // After a reconnect the instance is unconfirmed; a STARTING for a running instance is
+    // not an answer its life allows: it neither moves nor confirms the instance, and
+    // nothing is stored, published or sent.
+    core.on_disconnected();
+    core.on_subscribed("fw", T0 + 10.0);
+    core.take_commands();
+    assert_eq!(state(&core).as_deref(), Some("TASK_UNKNOWN"));
+    let mut backwards = status(&tasks[0], TaskState::TaskStarting, Some(false));
+    backwards.message = "late".to_owned();
+    core.on_update(&backwards, T0 + 11.0);
+    assert!(core.take_commands().is_empty());
+    assert_eq!(state(&core).as_deref(), Some("TASK_UNKNOWN"));
+
+    // The real answer still confirms it.
+    core.on_update(&status(&tasks[0], TaskState::TaskRunning, None), T0 + 12.0);
+    assert_eq!(state(&core).as_deref(), Some("TASK_RUNNING"));
+}
