@@ -115,7 +115,7 @@ impl SvcCore {
             return;
         };
         for (task_id, reason) in plan.kills {
-            self.kill_instance(&task_id, reason, now);
+            self.kill_instance(task_id.as_str(), reason, now);
         }
         self.update_waiting(app_id, plan.wanted, now);
         let destroyed = self.apps.get(app_id).is_some_and(|app| app.deleting)

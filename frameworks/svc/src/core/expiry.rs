@@ -20,8 +20,8 @@ impl SvcCore {
             sent_at: now,
         });
         let command = Command::Kill {
-            task_id: TaskId::new(instance.task_id.clone()),
-            agent_id: AgentId::new(instance.agent_id.clone()),
+            task_id: instance.task_id.clone(),
+            agent_id: instance.agent_id.clone(),
         };
         tracing::info!(task_id, app_id = %instance.app_id, reason = reason.as_str(), "killing instance");
         self.persist_instance(task_id);
@@ -52,14 +52,14 @@ impl SvcCore {
             }
         }
         for (task_id, agent_id) in resend {
-            self.persist_instance(&task_id);
+            self.persist_instance(task_id.as_str());
             self.outbox.push(Command::Kill {
                 task_id: TaskId::new(task_id),
                 agent_id: AgentId::new(agent_id),
             });
         }
         for task_id in timed_out {
-            self.kill_instance(&task_id, KillReason::LaunchTimeout, now);
+            self.kill_instance(task_id.as_str(), KillReason::LaunchTimeout, now);
         }
     }
 }

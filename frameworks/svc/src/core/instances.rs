@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::model::Instance;
+use agora_proto::{AgentId, TaskId};
+
+use super::model::{AppId, Instance};
 
 /// Instances by app and task id, with indexes by task id and by agent.
 ///
@@ -13,11 +15,11 @@ use super::model::Instance;
 #[derive(Debug, Default)]
 pub struct InstanceBook {
     /// App id -> task id -> instance.
-    by_app: BTreeMap<String, BTreeMap<String, Instance>>,
+    by_app: BTreeMap<AppId, BTreeMap<TaskId, Instance>>,
     /// Task id -> app id, to find an instance by its task id.
-    app_of_task: HashMap<String, String>,
+    app_of_task: HashMap<TaskId, AppId>,
     /// Agent id -> task ids of the instances on it.
-    by_agent: HashMap<String, BTreeSet<String>>,
+    by_agent: HashMap<AgentId, BTreeSet<TaskId>>,
 }
 
 impl InstanceBook {
@@ -30,7 +32,7 @@ impl InstanceBook {
     }
 
     /// Every app with instances, and its instances by task id.
-    pub fn by_app(&self) -> impl Iterator<Item = (&str, &BTreeMap<String, Instance>)> {
+    pub fn by_app(&self) -> impl Iterator<Item = (&str, &BTreeMap<TaskId, Instance>)> {
         self.by_app
             .iter()
             .map(|(app_id, instances)| (app_id.as_str(), instances))
@@ -50,7 +52,7 @@ impl InstanceBook {
 
     /// The app of a task, when the task is an instance.
     pub fn app_of(&self, task_id: &str) -> Option<&str> {
-        self.app_of_task.get(task_id).map(String::as_str)
+        self.app_of_task.get(task_id).map(AppId::as_str)
     }
 
     /// Every instance, by app id, then task id.
@@ -79,7 +81,7 @@ impl InstanceBook {
             .get(agent_id)
             .into_iter()
             .flatten()
-            .map(String::as_str)
+            .map(TaskId::as_str)
     }
 
     /// The instances on an agent, in task id order.
@@ -91,7 +93,7 @@ impl InstanceBook {
 
     /// Stores an instance (replacing one with its task id) and indexes it.
     pub fn insert(&mut self, instance: Instance) {
-        self.remove(&instance.task_id);
+        self.remove(instance.task_id.as_str());
         self.by_agent
             .entry(instance.agent_id.clone())
             .or_default()
@@ -107,15 +109,15 @@ impl InstanceBook {
     /// Forgets an instance and its index entries.
     pub fn remove(&mut self, task_id: &str) -> Option<Instance> {
         let app_id = self.app_of_task.remove(task_id)?;
-        let of_app = self.by_app.get_mut(&app_id)?;
+        let of_app = self.by_app.get_mut(app_id.as_str())?;
         let instance = of_app.remove(task_id)?;
         if of_app.is_empty() {
-            self.by_app.remove(&app_id);
+            self.by_app.remove(app_id.as_str());
         }
-        if let Some(task_ids) = self.by_agent.get_mut(&instance.agent_id) {
+        if let Some(task_ids) = self.by_agent.get_mut(instance.agent_id.as_str()) {
             task_ids.remove(task_id);
             if task_ids.is_empty() {
-                self.by_agent.remove(&instance.agent_id);
+                self.by_agent.remove(instance.agent_id.as_str());
             }
         }
         Some(instance)

@@ -34,7 +34,7 @@ pub use api::{ApiError, DeploymentRef};
 pub use deployments::DeploymentBook;
 pub use instances::InstanceBook;
 pub use model::{
-    ActionKind, AppState, Deployment, DeploymentAction, DeploymentState,
+    ActionKind, AppId, AppState, Deployment, DeploymentAction, DeploymentState,
     IllegalDeploymentTransition, IllegalInstanceTransition, Instance, InstanceState,
     InstanceTransition, KillReason, KillRequest, LaunchBackoff, PreviousApp, StoredApp,
 };
@@ -105,7 +105,7 @@ pub enum StoreWrite {
     /// Forget an instance.
     DeleteInstance {
         /// Its task id.
-        task_id: String,
+        task_id: TaskId,
     },
     /// Create or replace a deployment.
     PutDeployment(Deployment),
@@ -294,8 +294,8 @@ impl SvcCore {
             if let Some(request) = instance.kill.as_mut() {
                 request.sent_at = now;
                 kills.push(Command::Kill {
-                    task_id: TaskId::new(instance.task_id.clone()),
-                    agent_id: AgentId::new(instance.agent_id.clone()),
+                    task_id: instance.task_id.clone(),
+                    agent_id: instance.agent_id.clone(),
                 });
             }
         }
@@ -305,12 +305,7 @@ impl SvcCore {
         let known: Vec<(TaskId, AgentId)> = self
             .instances
             .iter()
-            .map(|instance| {
-                (
-                    TaskId::new(instance.task_id.clone()),
-                    AgentId::new(instance.agent_id.clone()),
-                )
-            })
+            .map(|instance| (instance.task_id.clone(), instance.agent_id.clone()))
             .collect();
         if !known.is_empty() {
             self.outbox.push(Command::Reconcile(known));

@@ -1,10 +1,61 @@
 //! What svcframework remembers: apps, their instances and deployments. Every type here is
 //! stored as JSON in the daemon's embedded store and survives a restart.
 
+use std::fmt;
+
 use agora_proto::v1::TaskState;
+use agora_proto::{AgentId, TaskId};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppDefinition;
+
+/// An app's path id as the core keys its apps and instances by (`/prod/web`, the form of
+/// [`crate::app::PathId`] once validated). Stored as a plain string.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AppId(String);
+
+impl AppId {
+    /// Wraps a path id.
+    pub fn new(id: impl Into<String>) -> Self {
+        AppId(id.into())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for AppId {
+    fn from(id: &str) -> Self {
+        AppId(id.to_owned())
+    }
+}
+
+impl From<String> for AppId {
+    fn from(id: String) -> Self {
+        AppId(id)
+    }
+}
+
+impl From<AppId> for String {
+    fn from(id: AppId) -> String {
+        id.0
+    }
+}
+
+impl std::borrow::Borrow<str> for AppId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
 
 /// An app as the daemon drives it: the definition it converges to and its bookkeeping.
 #[derive(Debug, Clone)]
@@ -140,14 +191,14 @@ impl KillReason {
 /// One running copy of an app (one task).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
-    /// The task id, `<app id with / as _>.<uuid>`.
-    pub task_id: String,
+    /// The task id, `<app id with / as _>.<uuid>`: the instance's id.
+    pub task_id: TaskId,
     /// The app's path id.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The app's `config_version` this instance was launched with.
     pub config_version: String,
     /// The agent it runs on.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// That agent's hostname.
     pub host: String,
     /// Host ports reserved for it.
@@ -469,10 +520,10 @@ mod tests {
 
     fn instance(state: InstanceState) -> Instance {
         Instance {
-            task_id: "web.1".to_owned(),
-            app_id: "/web".to_owned(),
+            task_id: TaskId::new("web.1"),
+            app_id: AppId::new("/web"),
             config_version: "v1".to_owned(),
-            agent_id: "agent-1".to_owned(),
+            agent_id: AgentId::new("agent-1"),
             host: "host-1".to_owned(),
             ports: Vec::new(),
             state,

@@ -12,7 +12,7 @@ use agora_sdk::scheduling::{
 use agora_sdk::{OfferResources, TaskBuilder};
 use serde_json::{Map, json};
 
-use super::model::{Instance, InstanceState};
+use super::model::{AppId, Instance, InstanceState};
 use super::{Command, KnownAgent, SvcCore};
 use crate::app::{AppDefinition, ConstraintSpec, HealthCheckProtocol, Placement};
 
@@ -225,7 +225,7 @@ impl SvcCore {
         let running: Vec<_> = instances
             .iter()
             .filter(|instance| instance.is_live() && instance.config_version == config_version)
-            .map(|instance| agora_proto::AgentId::new(instance.agent_id.clone()))
+            .map(|instance| instance.agent_id.clone())
             .collect();
         let known_agents: Vec<AgentAttributes> = running
             .iter()
@@ -280,10 +280,10 @@ impl SvcCore {
                 Ok(task) => {
                     let ports = host_ports(&task);
                     let instance = Instance {
-                        task_id: task_id.clone(),
-                        app_id: app_id.to_owned(),
+                        task_id: TaskId::new(task_id.clone()),
+                        app_id: AppId::new(app_id),
                         config_version: config_version.clone(),
-                        agent_id: offer.agent_id().as_str().to_owned(),
+                        agent_id: offer.agent_id().clone(),
                         host: offer.hostname().to_owned(),
                         ports,
                         state: InstanceState::Staging,

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use agora_proto::TaskId;
+
 use super::instances::InstanceBook;
 use super::model::{ActionKind, AppState, Deployment, Instance, InstanceState, KillReason};
 use crate::app::KillSelection;
@@ -16,7 +18,7 @@ pub struct AppPlan {
     /// New instances of the current version to launch.
     pub wanted: usize,
     /// Instances to kill now, and why.
-    pub kills: Vec<(String, KillReason)>,
+    pub kills: Vec<(TaskId, KillReason)>,
     /// True when the app is exactly at its target: the right number of ready instances of
     /// the current version and nothing else left.
     pub converged: bool,
@@ -111,7 +113,7 @@ pub fn plan_app(app: &AppState, instances: &[&Instance]) -> AppPlan {
             maximum_capacity = minimum_healthy + 1;
         }
         // Old instances that are not ready do not count towards health: stop them first.
-        let mut kills: Vec<(String, KillReason)> = Vec::new();
+        let mut kills: Vec<(TaskId, KillReason)> = Vec::new();
         let mut healthy_budget = ready_total.saturating_sub(minimum_healthy);
         for instance in kill_order(&old, has_checks, app.definition.kill_selection) {
             if !instance.is_ready(has_checks) {
@@ -289,7 +291,7 @@ fn progress_mark(
             mark = mark
                 .wrapping_mul(31)
                 .wrapping_add(state * 7 + health * 3 + killing)
-                .wrapping_add(instance.task_id.len() as u64);
+                .wrapping_add(instance.task_id.as_str().len() as u64);
         }
         mark = mark
             .wrapping_mul(131)

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use agora_proto::Resources;
 use agora_proto::v1::{self, TaskState};
+use agora_proto::{Resources, TaskId};
 use proptest::prelude::*;
 
 use super::*;
@@ -479,7 +479,7 @@ fn instances_on_a_lost_agent_are_replaced_elsewhere_and_a_returning_copy_is_kill
 
 fn instance(index: usize, version: &str, ready: bool) -> Instance {
     Instance {
-        task_id: format!("web.{index:04}"),
+        task_id: TaskId::new(format!("web.{index:04}")),
         app_id: "/web".into(),
         config_version: version.into(),
         agent_id: "agent-1".into(),
@@ -553,7 +553,7 @@ proptest! {
         }
         prop_assert!(plan.wanted + new_count.min(target as usize) <= target as usize);
         // Killed instances are distinct and known.
-        let mut ids: Vec<&String> = plan.kills.iter().map(|(task_id, _)| task_id).collect();
+        let mut ids: Vec<&TaskId> = plan.kills.iter().map(|(task_id, _)| task_id).collect();
         ids.sort();
         ids.dedup();
         prop_assert_eq!(ids.len(), plan.kills.len());
@@ -708,7 +708,7 @@ fn a_refused_launch_is_replaced_at_once_and_an_unanswered_one_is_reconciled() {
         commands.iter().any(|command| matches!(
             command,
             Command::Persist(writes) if writes.contains(&StoreWrite::DeleteInstance {
-                task_id: refused.as_str().to_owned()
+                task_id: refused.clone()
             })
         )),
         "{commands:?}"

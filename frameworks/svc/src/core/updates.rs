@@ -61,8 +61,8 @@ impl SvcCore {
                 return None;
             }
         };
-        let app_id = instance.app_id.clone();
-        let task_id = instance.task_id.clone();
+        let app_id = instance.app_id.as_str().to_owned();
+        let task_id = instance.task_id.as_str().to_owned();
         let was_unconfirmed = instance.unconfirmed_since.take().is_some();
         if !status.message.is_empty() {
             instance.message = status.message.clone();
@@ -99,7 +99,7 @@ impl SvcCore {
             );
             self.instances.remove(&task_id);
             self.writes.push(StoreWrite::DeleteInstance {
-                task_id: task_id.clone(),
+                task_id: TaskId::new(task_id.clone()),
             });
             let counts_as_failure = !killed_by_us
                 && matches!(
@@ -199,7 +199,7 @@ impl SvcCore {
 
     /// The master says an agent is gone: its instances are lost and get replaced.
     pub fn on_agent_lost(&mut self, agent_id: &str, now: f64) {
-        let lost: Vec<String> = self
+        let lost: Vec<TaskId> = self
             .instances
             .on_agent(agent_id)
             .iter()
@@ -208,7 +208,7 @@ impl SvcCore {
         let statuses: Vec<v1::TaskStatus> = lost
             .into_iter()
             .map(|task_id| v1::TaskStatus {
-                task_id,
+                task_id: task_id.into_string(),
                 agent_id: agent_id.to_owned(),
                 state: TaskState::TaskLost as i32,
                 message: format!("agent {agent_id} was lost"),
@@ -224,7 +224,7 @@ impl SvcCore {
     /// so they are dropped and replaced now; otherwise whether they run is unknown and the
     /// master is asked (a launch timeout would replace them only much later).
     pub fn on_launch_failed(&mut self, task_ids: &[TaskId], refused: bool, now: f64) {
-        let known: Vec<(String, String)> = task_ids
+        let known: Vec<(TaskId, AgentId)> = task_ids
             .iter()
             .filter_map(|task_id| self.instances.get(task_id.as_str()))
             .map(|instance| (instance.task_id.clone(), instance.agent_id.clone()))
@@ -233,18 +233,14 @@ impl SvcCore {
             return;
         }
         if !refused {
-            let listed = known
-                .into_iter()
-                .map(|(task_id, agent_id)| (TaskId::new(task_id), AgentId::new(agent_id)))
-                .collect();
-            self.outbox.push(Command::Reconcile(listed));
+            self.outbox.push(Command::Reconcile(known));
             return;
         }
         let statuses: Vec<v1::TaskStatus> = known
             .into_iter()
             .map(|(task_id, agent_id)| v1::TaskStatus {
-                task_id,
-                agent_id,
+                task_id: task_id.into_string(),
+                agent_id: agent_id.into_string(),
                 state: TaskState::TaskDropped as i32,
                 message: "the master refused the launch".to_owned(),
                 timestamp: now,
