@@ -1,9 +1,7 @@
 //! The redb store keeps every write across a reopen, deletes versions with their app, and
 //! reports a corrupt record instead of panicking.
 
-use agora_svc::core::{
-    Deployment, DeploymentState, Instance, InstanceState, LaunchBackoff, StoreWrite, StoredApp,
-};
+use agora_svc::core::{Deployment, Instance, InstanceState, LaunchBackoff, StoreWrite, StoredApp};
 use agora_svc::store::SvcStore;
 use serde_json::json;
 
@@ -35,19 +33,8 @@ fn writes_survive_a_reopen_and_app_deletion_takes_its_versions() -> anyhow::Resu
         deleting: false,
         backoff: LaunchBackoff::default(),
     };
-    let deployment = Deployment {
-        id: "d1".into(),
-        version: "v2".into(),
-        steps: Vec::new(),
-        current_step: 0,
-        state: DeploymentState::Succeeded,
-        reason: None,
-        started_at: 1.0,
-        last_progress_at: 1.0,
-        progress_mark: 0,
-        finished_at: Some(2.0),
-        previous: Vec::new(),
-    };
+    let mut deployment = Deployment::start("d1".into(), "v2".into(), Vec::new(), Vec::new(), 1.0);
+    deployment.succeed(2.0)?;
     {
         let store = SvcStore::open(dir.path())?;
         store.apply(&[

@@ -7,8 +7,7 @@ use serde_json::{Map, json};
 
 use super::deployments::deployment_payload;
 use super::model::{
-    ActionKind, AppState, Deployment, DeploymentAction, DeploymentState, LaunchBackoff,
-    PreviousApp, StoredApp,
+    ActionKind, AppState, Deployment, DeploymentAction, LaunchBackoff, PreviousApp, StoredApp,
 };
 use super::offers::app_constraints;
 use super::{StoreWrite, SvcCore};
@@ -232,7 +231,7 @@ impl SvcCore {
         let Some(deployment) = self
             .deployments
             .get(id)
-            .filter(|deployment| deployment.state == DeploymentState::Running)
+            .filter(|deployment| deployment.is_running())
             .cloned()
         else {
             return Err(ApiError::DeploymentNotFound(id.to_owned()));
@@ -405,19 +404,13 @@ impl SvcCore {
                 .push(DeploymentAction { app_id, action });
         }
 
-        let deployment = Deployment {
-            id: deployment_id.clone(),
-            version: version.clone(),
-            steps: steps.into_values().collect(),
-            current_step: 0,
-            state: DeploymentState::Running,
-            reason: None,
-            started_at: now,
-            last_progress_at: now,
-            progress_mark: 0,
-            finished_at: None,
+        let deployment = Deployment::start(
+            deployment_id.clone(),
+            version.clone(),
+            steps.into_values().collect(),
             previous,
-        };
+            now,
+        );
         tracing::info!(deployment_id, apps = ?affected, version, "deployment started");
         let payload = deployment_payload(&deployment);
         self.deployments.insert(deployment);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::model::{Deployment, DeploymentState};
+use super::model::Deployment;
 use super::plan::{DeploymentPlan, plan_deployment};
 use super::{StoreWrite, SvcCore};
 
@@ -39,8 +39,7 @@ impl DeploymentBook {
 
     /// The running deployments, by id.
     pub fn running(&self) -> impl Iterator<Item = &Deployment> {
-        self.iter()
-            .filter(|deployment| deployment.state == DeploymentState::Running)
+        self.iter().filter(|deployment| deployment.is_running())
     }
 
     /// The running deployments that include an app, by id.
@@ -62,7 +61,7 @@ impl DeploymentBook {
     pub fn remove_oldest_finished(&mut self, kept: usize) -> Vec<String> {
         let mut finished: Vec<(f64, String)> = self
             .iter()
-            .filter(|deployment| deployment.state.is_finished())
+            .filter(|deployment| deployment.state().is_finished())
             .map(|deployment| (deployment.finished_at.unwrap_or(0.0), deployment.id.clone()))
             .collect();
         if finished.len() <= kept {
@@ -99,7 +98,7 @@ impl SvcCore {
         let Some(deployment) = self.deployments.get(id) else {
             return;
         };
-        if deployment.state != DeploymentState::Running {
+        if !deployment.is_running() {
             return;
         }
         let DeploymentPlan {
@@ -168,7 +167,7 @@ impl SvcCore {
 pub(super) fn deployment_payload(deployment: &super::Deployment) -> Map<String, Value> {
     let mut payload = Map::new();
     payload.insert("id".into(), json!(deployment.id));
-    payload.insert("state".into(), json!(deployment.state.as_str()));
+    payload.insert("state".into(), json!(deployment.state().as_str()));
     payload.insert("reason".into(), json!(deployment.reason));
     payload.insert(
         "affectedApps".into(),

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, json};
 
-use super::model::DeploymentState;
 use super::plan::{AppPlan, plan_app};
 use super::{StoreWrite, SvcCore};
 
@@ -83,12 +82,10 @@ impl SvcCore {
                 .get(id)
                 .map(|deployment| deployment.current_step);
             self.advance_deployment(id, now);
-            let after = self.deployments.get(id).map(|deployment| {
-                (
-                    deployment.current_step,
-                    deployment.state == DeploymentState::Running,
-                )
-            });
+            let after = self
+                .deployments
+                .get(id)
+                .map(|deployment| (deployment.current_step, deployment.is_running()));
             // A step moved on (or the deployment ended): the apps it held back may act now.
             if after.map(|(step, _)| step) != before || after.is_some_and(|(_, running)| !running) {
                 let apps: Vec<String> = self

@@ -439,8 +439,9 @@ pub struct Deployment {
     pub steps: Vec<Vec<DeploymentAction>>,
     /// Index of the step in progress (== `steps.len()` once all are done).
     pub current_step: usize,
-    /// Lifecycle state.
-    pub state: DeploymentState,
+    /// Lifecycle state: private, so that it changes only through [`Deployment::succeed`],
+    /// [`Deployment::fail`] and [`Deployment::cancel`].
+    state: DeploymentState,
     /// Why it is not progressing (while running) or why it ended (failed, cancelled).
     pub reason: Option<String>,
     /// When it started.
@@ -457,6 +458,39 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// A deployment starting at `now` with these steps (dependencies first).
+    pub fn start(
+        id: String,
+        version: String,
+        steps: Vec<Vec<DeploymentAction>>,
+        previous: Vec<PreviousApp>,
+        now: f64,
+    ) -> Self {
+        Deployment {
+            id,
+            version,
+            steps,
+            current_step: 0,
+            state: DeploymentState::Running,
+            reason: None,
+            started_at: now,
+            last_progress_at: now,
+            progress_mark: 0,
+            finished_at: None,
+            previous,
+        }
+    }
+
+    /// Where it is in its lifecycle.
+    pub fn state(&self) -> DeploymentState {
+        self.state
+    }
+
+    /// True until it ends.
+    pub fn is_running(&self) -> bool {
+        self.state == DeploymentState::Running
+    }
+
     /// Every app the deployment touches.
     pub fn affected_apps(&self) -> impl Iterator<Item = &str> {
         self.steps
@@ -537,19 +571,13 @@ mod tests {
     }
 
     fn deployment() -> Deployment {
-        Deployment {
-            id: "d-1".to_owned(),
-            version: "v1".to_owned(),
-            steps: Vec::new(),
-            current_step: 0,
-            state: DeploymentState::Running,
-            reason: None,
-            started_at: 0.0,
-            last_progress_at: 0.0,
-            progress_mark: 0,
-            finished_at: None,
-            previous: Vec::new(),
-        }
+        Deployment::start(
+            "d-1".to_owned(),
+            "v1".to_owned(),
+            Vec::new(),
+            Vec::new(),
+            0.0,
+        )
     }
 
     #[test]
@@ -631,7 +659,7 @@ mod tests {
     fn a_deployment_ends_once() {
         let mut succeeded = deployment();
         assert_eq!(succeeded.succeed(5.0), Ok(()));
-        assert_eq!(succeeded.state, DeploymentState::Succeeded);
+        assert_eq!(succeeded.state(), DeploymentState::Succeeded);
         assert_eq!(succeeded.finished_at, Some(5.0));
         assert_eq!(
             succeeded.cancel("late".to_owned(), 6.0),
@@ -649,14 +677,14 @@ mod tests {
 
         let mut failed = deployment();
         assert_eq!(failed.fail("stuck".to_owned(), 7.0), Ok(()));
-        assert_eq!(failed.state, DeploymentState::Failed);
+        assert_eq!(failed.state(), DeploymentState::Failed);
         assert_eq!(failed.reason.as_deref(), Some("stuck"));
         assert!(failed.succeed(8.0).is_err());
-        assert_eq!(failed.state, DeploymentState::Failed);
+        assert_eq!(failed.state(), DeploymentState::Failed);
 
         let mut cancelled = deployment();
         assert_eq!(cancelled.cancel("superseded".to_owned(), 9.0), Ok(()));
-        assert_eq!(cancelled.state, DeploymentState::Cancelled);
+        assert_eq!(cancelled.state(), DeploymentState::Cancelled);
         assert!(cancelled.fail("late".to_owned(), 10.0).is_err());
         assert_eq!(cancelled.reason.as_deref(), Some("superseded"));
     }

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::SvcCore;
-use super::model::{AppState, Deployment, DeploymentState, Instance, InstanceState};
+use super::model::{AppState, Deployment, Instance, InstanceState};
 use super::time::rfc3339_millis;
 
 /// Monotonic counters for `/metrics`.
@@ -167,7 +167,7 @@ impl SvcCore {
         let mut deployments: Vec<&Deployment> = self
             .deployments
             .iter()
-            .filter(|deployment| all || deployment.state == DeploymentState::Running)
+            .filter(|deployment| all || deployment.is_running())
             .collect();
         deployments.sort_by(|left, right| left.started_at.total_cmp(&right.started_at));
         Value::Array(deployments.into_iter().map(deployment_json).collect())
@@ -328,7 +328,7 @@ fn deployment_json(deployment: &Deployment) -> Value {
         "currentStep": (deployment.current_step + 1).min(deployment.steps.len()),
         "totalSteps": deployment.steps.len(),
         "currentActions": current_actions,
-        "state": deployment.state.as_str(),
+        "state": deployment.state().as_str(),
         "reason": deployment.reason,
         "startedAt": rfc3339_millis(deployment.started_at),
         "finishedAt": deployment.finished_at.map(rfc3339_millis),
