@@ -42,7 +42,7 @@ impl SvcCore {
                 Some(_) => {}
                 None => {
                     let staging = matches!(
-                        instance.state,
+                        instance.state(),
                         InstanceState::Staging | InstanceState::Starting
                     );
                     if staging && now - instance.staged_at >= self.config.launch_timeout {

@@ -203,8 +203,8 @@ pub struct Instance {
     pub host: String,
     /// Host ports reserved for it.
     pub ports: Vec<u64>,
-    /// Lifecycle state.
-    pub state: InstanceState,
+    /// Lifecycle state: private, so that it changes only through [`Instance::observe`].
+    state: InstanceState,
     /// Health-check result, when the app has checks and one has run.
     pub healthy: Option<bool>,
     /// When it was launched.
@@ -318,6 +318,38 @@ impl InstanceState {
 }
 
 impl Instance {
+    /// A new instance, staging: stored and about to be sent to the master in an accept.
+    pub fn staging(
+        task_id: TaskId,
+        app_id: AppId,
+        config_version: String,
+        agent_id: AgentId,
+        host: String,
+        ports: Vec<u64>,
+        staged_at: f64,
+    ) -> Self {
+        Instance {
+            task_id,
+            app_id,
+            config_version,
+            agent_id,
+            host,
+            ports,
+            state: InstanceState::Staging,
+            healthy: None,
+            staged_at,
+            started_at: None,
+            kill: None,
+            message: String::new(),
+            unconfirmed_since: None,
+        }
+    }
+
+    /// Where it is in its life.
+    pub fn state(&self) -> InstanceState {
+        self.state
+    }
+
     /// Applies a reported task state to the instance's state (not to its other fields),
     /// checked by [`InstanceState::after`]; an illegal report changes nothing. On
     /// [`InstanceTransition::Ended`] the instance keeps its last live state: its owner

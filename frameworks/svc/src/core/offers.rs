@@ -12,7 +12,7 @@ use agora_sdk::scheduling::{
 use agora_sdk::{OfferResources, TaskBuilder};
 use serde_json::{Map, json};
 
-use super::model::{AppId, Instance, InstanceState};
+use super::model::{AppId, Instance};
 use super::{Command, KnownAgent, SvcCore};
 use crate::app::{AppDefinition, ConstraintSpec, HealthCheckProtocol, Placement};
 
@@ -279,21 +279,15 @@ impl SvcCore {
             match builder.build_in(offer) {
                 Ok(task) => {
                     let ports = host_ports(&task);
-                    let instance = Instance {
-                        task_id: TaskId::new(task_id.clone()),
-                        app_id: AppId::new(app_id),
-                        config_version: config_version.clone(),
-                        agent_id: offer.agent_id().clone(),
-                        host: offer.hostname().to_owned(),
+                    let instance = Instance::staging(
+                        TaskId::new(task_id.clone()),
+                        AppId::new(app_id),
+                        config_version.clone(),
+                        offer.agent_id().clone(),
+                        offer.hostname().to_owned(),
                         ports,
-                        state: InstanceState::Staging,
-                        healthy: None,
-                        staged_at: now,
-                        started_at: None,
-                        kill: None,
-                        message: String::new(),
-                        unconfirmed_since: None,
-                    };
+                        now,
+                    );
                     if let Some(candidate) = candidates.get_mut(index) {
                         candidate.free = offer.remaining().clone();
                     }

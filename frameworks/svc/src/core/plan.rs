@@ -67,7 +67,7 @@ pub fn plan_app(app: &AppState, instances: &[&Instance]) -> AppPlan {
         if instance.kill.is_some() {
             killing += 1;
         }
-        if instance.state != InstanceState::Unreachable {
+        if instance.state() != InstanceState::Unreachable {
             lingering += 1;
         }
         if instance.is_live() {
@@ -176,7 +176,7 @@ fn kill_order<'a>(
     let mut ordered = instances.to_vec();
     ordered.sort_by(|left, right| {
         let rank = |instance: &Instance| {
-            if instance.state != InstanceState::Running {
+            if instance.state() != InstanceState::Running {
                 0
             } else if !instance.is_ready(has_checks) {
                 1
@@ -281,7 +281,7 @@ fn progress_mark(
     let mut mark = step as u64;
     for app_id in deployment.affected_apps() {
         for instance in instances.of_app(app_id) {
-            let state = instance.state as u64 + 1;
+            let state = instance.state() as u64 + 1;
             let health = match instance.healthy {
                 None => 1,
                 Some(false) => 2,

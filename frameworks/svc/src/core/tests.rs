@@ -478,25 +478,22 @@ fn instances_on_a_lost_agent_are_replaced_elsewhere_and_a_returning_copy_is_kill
 }
 
 fn instance(index: usize, version: &str, ready: bool) -> Instance {
-    Instance {
-        task_id: TaskId::new(format!("web.{index:04}")),
-        app_id: "/web".into(),
-        config_version: version.into(),
-        agent_id: "agent-1".into(),
-        host: "node-1".into(),
-        ports: Vec::new(),
-        state: if ready {
-            InstanceState::Running
-        } else {
-            InstanceState::Staging
-        },
-        healthy: None,
-        staged_at: index as f64,
-        started_at: ready.then_some(index as f64),
-        kill: None,
-        message: String::new(),
-        unconfirmed_since: None,
+    let mut instance = Instance::staging(
+        TaskId::new(format!("web.{index:04}")),
+        "/web".into(),
+        version.into(),
+        "agent-1".into(),
+        "node-1".into(),
+        Vec::new(),
+        index as f64,
+    );
+    if ready {
+        instance
+            .observe(TaskState::TaskRunning)
+            .expect("a staging instance may run");
+        instance.started_at = Some(index as f64);
     }
+    instance
 }
 
 proptest! {

@@ -46,7 +46,7 @@ impl SvcCore {
             }
             return None;
         };
-        let previous_state = instance.state;
+        let previous_state = instance.state();
         // Checked first: an update the instance's life does not allow is dropped whole (it
         // neither confirms the instance nor changes its health or message).
         let transition = match instance.observe(state) {
@@ -141,7 +141,7 @@ impl SvcCore {
             return Some(app_id);
         }
 
-        let new_state = instance.state;
+        let new_state = instance.state();
         // A reconciliation answer carries no health: keep what we knew.
         let healthy = status.healthy.or(previous_health);
         instance.healthy = healthy;

@@ -79,9 +79,9 @@ impl SvcCore {
                 .count()
         };
         let running =
-            count(&|i| i.state == InstanceState::Running && i.unconfirmed_since.is_none());
+            count(&|i| i.state() == InstanceState::Running && i.unconfirmed_since.is_none());
         let staged =
-            count(&|i| matches!(i.state, InstanceState::Staging | InstanceState::Starting));
+            count(&|i| matches!(i.state(), InstanceState::Staging | InstanceState::Starting));
         let healthy = count(&|i| has_checks && i.healthy == Some(true));
         let unhealthy = count(&|i| has_checks && i.healthy == Some(false));
         let deployments: Vec<Value> = self
@@ -250,7 +250,7 @@ impl SvcCore {
                 .get(app_id)
                 .is_some_and(|app| !app.definition.health_checks.is_empty());
             for instance in instances.values() {
-                if instance.state == InstanceState::Running {
+                if instance.state() == InstanceState::Running {
                     instances_running += 1;
                     instances_ready += usize::from(instance.is_ready(has_checks));
                 }
@@ -281,10 +281,10 @@ fn instance_json(instance: &Instance) -> Value {
                 "not confirmed since {}: the master is waiting for agent {} to re-register (last known {})",
                 rfc3339_millis(since),
                 instance.agent_id,
-                instance.state.as_str()
+                instance.state().as_str()
             ),
         ),
-        None => (instance.state.as_str(), instance.message.clone()),
+        None => (instance.state().as_str(), instance.message.clone()),
     };
     json!({
         "id": instance.task_id,
