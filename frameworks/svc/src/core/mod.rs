@@ -4,6 +4,20 @@
 //! since the epoch); [`Command`]s come out through [`SvcCore::take_commands`]. A command batch
 //! always starts with the store writes of that batch, so the shell persists an instance
 //! before it asks the master to launch it. No sockets, no clock, no global RNG in here.
+//!
+//! Where each concept lives:
+//! - `model`: the stored types, typed ids ([`AppId`]; tasks and agents use `agora_proto`'s)
+//!   and the checked lifecycles ([`Instance::observe`], [`Deployment::succeed`] / `fail` /
+//!   `cancel`, returning [`IllegalInstanceTransition`] / [`IllegalDeploymentTransition`]).
+//! - `instances`: the [`InstanceBook`], every instance indexed by app, task and agent.
+//! - `deployments`: the [`DeploymentBook`] and how running deployments advance and end.
+//! - `plan`: the pure steps, [`plan_app`] (what to place and stop) and `plan_deployment`
+//!   (how far a deployment's steps advance).
+//! - `drive`: applies the plans after a change or a tick.
+//! - `expiry`: kills, their retries, and launch timeouts.
+//! - `offers`: placing wanted instances on offers, and reviving / suppressing offers.
+//! - `updates`: status updates, lost agents and failed launches.
+//! - `api` and `views`: the Marathon API's changes and reads.
 
 mod api;
 mod deployments;
