@@ -1,28 +1,27 @@
 //! The redb store keeps every write across a reopen, deletes versions with their app, and
 //! reports a corrupt record instead of panicking.
 
-use agora_svc::core::{
-    Deployment, DeploymentState, Instance, InstanceState, LaunchBackoff, StoreWrite, StoredApp,
-};
+use agora_proto::v1::TaskState;
+use agora_svc::core::{Deployment, Instance, LaunchBackoff, StoreWrite, StoredApp};
 use agora_svc::store::SvcStore;
 use serde_json::json;
 
 fn instance(task_id: &str) -> Instance {
-    Instance {
-        task_id: task_id.into(),
-        app_id: "/web".into(),
-        config_version: "v1".into(),
-        agent_id: "agent-1".into(),
-        host: "node-1".into(),
-        ports: vec![31000],
-        state: InstanceState::Running,
-        healthy: Some(true),
-        staged_at: 1.0,
-        started_at: Some(2.0),
-        kill: None,
-        message: String::new(),
-        unconfirmed_since: None,
-    }
+    let mut instance = Instance::staging(
+        task_id.into(),
+        "/web".into(),
+        "v1".into(),
+        "agent-1".into(),
+        "node-1".into(),
+        vec![31000],
+        1.0,
+    );
+    instance
+        .observe(TaskState::TaskRunning)
+        .expect("a staging instance may run");
+    instance.healthy = Some(true);
+    instance.started_at = Some(2.0);
+    instance
 }
 
 #[test]
@@ -35,19 +34,8 @@ fn writes_survive_a_reopen_and_app_deletion_takes_its_versions() -> anyhow::Resu
         deleting: false,
         backoff: LaunchBackoff::default(),
     };
-    let deployment = Deployment {
-        id: "d1".into(),
-        version: "v2".into(),
-        steps: Vec::new(),
-        current_step: 0,
-        state: DeploymentState::Succeeded,
-        reason: None,
-        started_at: 1.0,
-        last_progress_at: 1.0,
-        progress_mark: 0,
-        finished_at: Some(2.0),
-        previous: Vec::new(),
-    };
+    let mut deployment = Deployment::start("d1".into(), "v2".into(), Vec::new(), Vec::new(), 1.0);
+    deployment.succeed(2.0)?;
     {
         let store = SvcStore::open(dir.path())?;
         store.apply(&[

@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, json};
 
-use super::drive::deployment_payload;
+use super::deployments::deployment_payload;
 use super::model::{
-    ActionKind, AppState, Deployment, DeploymentAction, DeploymentState, LaunchBackoff,
-    PreviousApp, StoredApp,
+    ActionKind, AppState, Deployment, DeploymentAction, LaunchBackoff, PreviousApp, StoredApp,
 };
 use super::offers::app_constraints;
 use super::{StoreWrite, SvcCore};
@@ -232,7 +231,7 @@ impl SvcCore {
         let Some(deployment) = self
             .deployments
             .get(id)
-            .filter(|deployment| deployment.state == DeploymentState::Running)
+            .filter(|deployment| deployment.is_running())
             .cloned()
         else {
             return Err(ApiError::DeploymentNotFound(id.to_owned()));
@@ -343,10 +342,7 @@ impl SvcCore {
         for app_id in &affected {
             let holders: Vec<String> = self
                 .deployments
-                .values()
-                .filter(|deployment| {
-                    deployment.state == DeploymentState::Running && deployment.affects(app_id)
-                })
+                .running_affecting(app_id)
                 .map(|deployment| deployment.id.clone())
                 .collect();
             if !holders.is_empty() && !force {
@@ -408,22 +404,16 @@ impl SvcCore {
                 .push(DeploymentAction { app_id, action });
         }
 
-        let deployment = Deployment {
-            id: deployment_id.clone(),
-            version: version.clone(),
-            steps: steps.into_values().collect(),
-            current_step: 0,
-            state: DeploymentState::Running,
-            reason: None,
-            started_at: now,
-            last_progress_at: now,
-            progress_mark: 0,
-            finished_at: None,
+        let deployment = Deployment::start(
+            deployment_id.clone(),
+            version.clone(),
+            steps.into_values().collect(),
             previous,
-        };
+            now,
+        );
         tracing::info!(deployment_id, apps = ?affected, version, "deployment started");
         let payload = deployment_payload(&deployment);
-        self.deployments.insert(deployment_id.clone(), deployment);
+        self.deployments.insert(deployment);
         self.persist_deployment(&deployment_id);
         self.emit("deployment_info", now, payload);
         self.drive(now);
@@ -497,7 +487,8 @@ impl SvcCore {
     ) -> Option<String> {
         let versions = self.versions.get(app_id)?;
         let mut candidates: Vec<&str> = self
-            .instances_of(app_id)
+            .instances
+            .of_app(app_id)
             .iter()
             .filter(|instance| instance.is_live())
             .map(|instance| instance.config_version.as_str())
@@ -528,12 +519,10 @@ impl SvcCore {
         let Some(deployment) = self.deployments.get_mut(id) else {
             return;
         };
-        if deployment.state != DeploymentState::Running {
+        // Only a running deployment is cancelled; one that already ended keeps its end.
+        if deployment.cancel(reason.to_owned(), now).is_err() {
             return;
         }
-        deployment.state = DeploymentState::Cancelled;
-        deployment.reason = Some(reason.to_owned());
-        deployment.finished_at = Some(now);
         let mut payload: Map<String, serde_json::Value> = deployment_payload(deployment);
         payload.insert("reason".into(), json!(reason));
         tracing::info!(deployment_id = id, reason, "deployment cancelled");

@@ -4,11 +4,29 @@
 //! since the epoch); [`Command`]s come out through [`SvcCore::take_commands`]. A command batch
 //! always starts with the store writes of that batch, so the shell persists an instance
 //! before it asks the master to launch it. No sockets, no clock, no global RNG in here.
+//!
+//! Where each concept lives:
+//! - `model`: the stored types, typed ids ([`AppId`]; tasks and agents use `agora_proto`'s)
+//!   and the checked lifecycles ([`Instance::observe`], [`Deployment::succeed`] / `fail` /
+//!   `cancel`, returning [`IllegalInstanceTransition`] / [`IllegalDeploymentTransition`]).
+//! - `instances`: the [`InstanceBook`], every instance indexed by app, task and agent.
+//! - `deployments`: the [`DeploymentBook`] and how running deployments advance and end.
+//! - `plan`: the pure steps, [`plan_app`] (what to place and stop) and `plan_deployment`
+//!   (how far a deployment's steps advance).
+//! - `drive`: applies the plans after a change or a tick.
+//! - `expiry`: kills, their retries, and launch timeouts.
+//! - `offers`: placing wanted instances on offers, and reviving / suppressing offers.
+//! - `updates`: status updates, lost agents and failed launches.
+//! - `api` and `views`: the Marathon API's changes and reads.
 
 mod api;
+mod deployments;
 mod drive;
+mod expiry;
+mod instances;
 mod model;
 mod offers;
+mod plan;
 pub mod time;
 mod updates;
 mod views;
@@ -27,11 +45,14 @@ use serde_json::Value;
 use crate::app::{AppDefinition, PathId};
 
 pub use api::{ApiError, DeploymentRef};
-pub use drive::{AppPlan, plan_app};
+pub use deployments::DeploymentBook;
+pub use instances::InstanceBook;
 pub use model::{
-    ActionKind, AppState, Deployment, DeploymentAction, DeploymentState, Instance, InstanceState,
-    KillReason, KillRequest, LaunchBackoff, PreviousApp, StoredApp,
+    ActionKind, AppId, AppState, Deployment, DeploymentAction, DeploymentState,
+    IllegalDeploymentTransition, IllegalInstanceTransition, Instance, InstanceState,
+    InstanceTransition, KillReason, KillRequest, LaunchBackoff, PreviousApp, StoredApp,
 };
+pub use plan::{AppPlan, plan_app};
 pub use views::CoreMetrics;
 
 /// Tunables of the core; the daemon's flags set them.
@@ -98,7 +119,7 @@ pub enum StoreWrite {
     /// Forget an instance.
     DeleteInstance {
         /// Its task id.
-        task_id: String,
+        task_id: TaskId,
     },
     /// Create or replace a deployment.
     PutDeployment(Deployment),
@@ -169,18 +190,11 @@ pub struct SvcCore {
     apps: BTreeMap<String, AppState>,
     /// App id -> version -> definition JSON.
     versions: BTreeMap<String, BTreeMap<String, Value>>,
-    /// Instances by app id, then task id: planning an app walks its own map, with no
-    /// lookup per instance (those were half the daemon's CPU at 100,000 instances). Kept in
-    /// step with the indexes below by [`SvcCore::insert_instance`] and
-    /// [`SvcCore::remove_instance`].
-    instances: BTreeMap<String, BTreeMap<String, Instance>>,
-    /// Task id -> app id, to find an instance by its task id.
-    app_of_task: HashMap<String, String>,
-    /// Agent id -> task ids of the instances on it.
-    instances_by_agent: HashMap<String, BTreeSet<String>>,
+    /// Every instance, by app, task and agent.
+    instances: InstanceBook,
     /// Apps that could launch when last driven (decides revive and suppress).
     wanting: BTreeSet<String>,
-    deployments: BTreeMap<String, Deployment>,
+    deployments: DeploymentBook,
     agents: HashMap<String, KnownAgent>,
     suppressed: bool,
     last_offers_at: Option<f64>,
@@ -202,11 +216,9 @@ impl SvcCore {
             subscribed_before: false,
             apps: BTreeMap::new(),
             versions: BTreeMap::new(),
-            instances: BTreeMap::new(),
-            app_of_task: HashMap::new(),
-            instances_by_agent: HashMap::new(),
+            instances: InstanceBook::default(),
             wanting: BTreeSet::new(),
-            deployments: BTreeMap::new(),
+            deployments: DeploymentBook::default(),
             agents: HashMap::new(),
             suppressed: false,
             last_offers_at: None,
@@ -253,10 +265,10 @@ impl SvcCore {
                 .insert(version, definition);
         }
         for instance in state.instances {
-            core.insert_instance(instance);
+            core.instances.insert(instance);
         }
         for deployment in state.deployments {
-            core.deployments.insert(deployment.id.clone(), deployment);
+            core.deployments.insert(deployment);
         }
         Ok(core)
     }
@@ -291,13 +303,13 @@ impl SvcCore {
         // every kill that was asked for goes out again now, not at its next retry: one sent
         // while the subscription was down went nowhere.
         let mut kills = Vec::new();
-        for instance in self.instances.values_mut().flat_map(BTreeMap::values_mut) {
+        for instance in self.instances.iter_mut() {
             instance.unconfirmed_since = Some(now);
             if let Some(request) = instance.kill.as_mut() {
                 request.sent_at = now;
                 kills.push(Command::Kill {
-                    task_id: TaskId::new(instance.task_id.clone()),
-                    agent_id: AgentId::new(instance.agent_id.clone()),
+                    task_id: instance.task_id.clone(),
+                    agent_id: instance.agent_id.clone(),
                 });
             }
         }
@@ -305,13 +317,9 @@ impl SvcCore {
         // Every known instance, explicitly (the framework runtime sends the list a chunk per
         // tick, so 100,000 answers do not overflow the master's buffer for our stream).
         let known: Vec<(TaskId, AgentId)> = self
-            .all_instances()
-            .map(|instance| {
-                (
-                    TaskId::new(instance.task_id.clone()),
-                    AgentId::new(instance.agent_id.clone()),
-                )
-            })
+            .instances
+            .iter()
+            .map(|instance| (instance.task_id.clone(), instance.agent_id.clone()))
             .collect();
         if !known.is_empty() {
             self.outbox.push(Command::Reconcile(known));
@@ -395,7 +403,7 @@ impl SvcCore {
     }
 
     fn persist_instance(&mut self, task_id: &str) {
-        if let Some(instance) = self.instance(task_id) {
+        if let Some(instance) = self.instances.get(task_id) {
             let write = StoreWrite::PutInstance(instance.clone());
             self.writes.push(write);
         }

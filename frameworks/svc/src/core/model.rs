@@ -1,9 +1,61 @@
 //! What svcframework remembers: apps, their instances and deployments. Every type here is
 //! stored as JSON in the daemon's embedded store and survives a restart.
 
+use std::fmt;
+
+use agora_proto::v1::TaskState;
+use agora_proto::{AgentId, TaskId};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppDefinition;
+
+/// An app's path id as the core keys its apps and instances by (`/prod/web`, the form of
+/// [`crate::app::PathId`] once validated). Stored as a plain string.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AppId(String);
+
+impl AppId {
+    /// Wraps a path id.
+    pub fn new(id: impl Into<String>) -> Self {
+        AppId(id.into())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for AppId {
+    fn from(id: &str) -> Self {
+        AppId(id.to_owned())
+    }
+}
+
+impl From<String> for AppId {
+    fn from(id: String) -> Self {
+        AppId(id)
+    }
+}
+
+impl From<AppId> for String {
+    fn from(id: AppId) -> String {
+        id.0
+    }
+}
+
+impl std::borrow::Borrow<str> for AppId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
 
 /// An app as the daemon drives it: the definition it converges to and its bookkeeping.
 #[derive(Debug, Clone)]
@@ -139,20 +191,20 @@ impl KillReason {
 /// One running copy of an app (one task).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
-    /// The task id, `<app id with / as _>.<uuid>`.
-    pub task_id: String,
+    /// The task id, `<app id with / as _>.<uuid>`: the instance's id.
+    pub task_id: TaskId,
     /// The app's path id.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The app's `config_version` this instance was launched with.
     pub config_version: String,
     /// The agent it runs on.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// That agent's hostname.
     pub host: String,
     /// Host ports reserved for it.
     pub ports: Vec<u64>,
-    /// Lifecycle state.
-    pub state: InstanceState,
+    /// Lifecycle state: private, so that it changes only through [`Instance::observe`].
+    state: InstanceState,
     /// Health-check result, when the app has checks and one has run.
     pub healthy: Option<bool>,
     /// When it was launched.
@@ -181,7 +233,138 @@ pub struct KillRequest {
     pub sent_at: f64,
 }
 
+/// A reported task state an instance cannot move to from where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("instance cannot go from {} to {}", from.as_str(), to.as_str_name())]
+pub struct IllegalInstanceTransition {
+    /// The state the instance is in.
+    pub from: InstanceState,
+    /// The state reported.
+    pub to: TaskState,
+}
+
+/// What a reported task state did to an instance ([`Instance::observe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceTransition {
+    /// Still alive, now in `to` (possibly the state it was in: updates repeat).
+    Moved {
+        /// The state before.
+        from: InstanceState,
+        /// The state now.
+        to: InstanceState,
+    },
+    /// The master does not know the task (`TASK_UNKNOWN`, a reconciliation answer): nothing
+    /// about its state is learnt, it stays in `state`.
+    Unknown {
+        /// The state it stays in.
+        state: InstanceState,
+    },
+    /// A terminal state: the instance is over and its owner forgets it.
+    Ended {
+        /// The state before.
+        from: InstanceState,
+        /// The terminal state reported.
+        reported: TaskState,
+    },
+}
+
+impl InstanceState {
+    /// The state an instance is in after `reported`, from `self`.
+    ///
+    /// Mesos semantics, as the master checks them, plus the order of a task's life: once an
+    /// instance started it is never staging again, once running never starting again, and
+    /// once the agent is stopping it never running again (the agent's updates of one task
+    /// are ordered, and the master answers with the latest it has). An unreachable instance
+    /// may come back in any state. Terminal states end it from anywhere; `UNSPECIFIED` is
+    /// never a state a task is in.
+    pub fn after(
+        self,
+        reported: TaskState,
+    ) -> Result<InstanceTransition, IllegalInstanceTransition> {
+        let illegal = Err(IllegalInstanceTransition {
+            from: self,
+            to: reported,
+        });
+        if agora_proto::is_terminal(reported) {
+            return Ok(InstanceTransition::Ended {
+                from: self,
+                reported,
+            });
+        }
+        let to = match reported {
+            TaskState::TaskUnknown => return Ok(InstanceTransition::Unknown { state: self }),
+            TaskState::TaskStaging => InstanceState::Staging,
+            TaskState::TaskStarting => InstanceState::Starting,
+            TaskState::TaskRunning => InstanceState::Running,
+            TaskState::TaskKilling => InstanceState::Killing,
+            TaskState::TaskUnreachable => InstanceState::Unreachable,
+            _ => return illegal,
+        };
+        let goes_back = match (self, to) {
+            (InstanceState::Unreachable, _) => false,
+            (
+                InstanceState::Starting | InstanceState::Running | InstanceState::Killing,
+                InstanceState::Staging,
+            ) => true,
+            (InstanceState::Running | InstanceState::Killing, InstanceState::Starting) => true,
+            (InstanceState::Killing, InstanceState::Running) => true,
+            _ => false,
+        };
+        if goes_back {
+            return illegal;
+        }
+        Ok(InstanceTransition::Moved { from: self, to })
+    }
+}
+
 impl Instance {
+    /// A new instance, staging: stored and about to be sent to the master in an accept.
+    pub fn staging(
+        task_id: TaskId,
+        app_id: AppId,
+        config_version: String,
+        agent_id: AgentId,
+        host: String,
+        ports: Vec<u64>,
+        staged_at: f64,
+    ) -> Self {
+        Instance {
+            task_id,
+            app_id,
+            config_version,
+            agent_id,
+            host,
+            ports,
+            state: InstanceState::Staging,
+            healthy: None,
+            staged_at,
+            started_at: None,
+            kill: None,
+            message: String::new(),
+            unconfirmed_since: None,
+        }
+    }
+
+    /// Where it is in its life.
+    pub fn state(&self) -> InstanceState {
+        self.state
+    }
+
+    /// Applies a reported task state to the instance's state (not to its other fields),
+    /// checked by [`InstanceState::after`]; an illegal report changes nothing. On
+    /// [`InstanceTransition::Ended`] the instance keeps its last live state: its owner
+    /// forgets it.
+    pub fn observe(
+        &mut self,
+        reported: TaskState,
+    ) -> Result<InstanceTransition, IllegalInstanceTransition> {
+        let transition = self.state.after(reported)?;
+        if let InstanceTransition::Moved { to, .. } = transition {
+            self.state = to;
+        }
+        Ok(transition)
+    }
+
     /// Not asked to be killed and not cut off: it counts towards the app's instances.
     pub fn is_live(&self) -> bool {
         self.kill.is_none() && self.state != InstanceState::Unreachable
@@ -221,6 +404,16 @@ impl DeploymentState {
     pub fn is_finished(self) -> bool {
         self != DeploymentState::Running
     }
+}
+
+/// A deployment change its lifecycle does not allow: only a running deployment ends, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("deployment cannot go from {} to {}", from.as_str(), to.as_str())]
+pub struct IllegalDeploymentTransition {
+    /// The state it is in.
+    pub from: DeploymentState,
+    /// The state asked for.
+    pub to: DeploymentState,
 }
 
 /// What a deployment does to one app (Marathon's action names).
@@ -278,8 +471,9 @@ pub struct Deployment {
     pub steps: Vec<Vec<DeploymentAction>>,
     /// Index of the step in progress (== `steps.len()` once all are done).
     pub current_step: usize,
-    /// Lifecycle state.
-    pub state: DeploymentState,
+    /// Lifecycle state: private, so that it changes only through [`Deployment::succeed`],
+    /// [`Deployment::fail`] and [`Deployment::cancel`].
+    state: DeploymentState,
     /// Why it is not progressing (while running) or why it ended (failed, cancelled).
     pub reason: Option<String>,
     /// When it started.
@@ -296,6 +490,39 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// A deployment starting at `now` with these steps (dependencies first).
+    pub fn start(
+        id: String,
+        version: String,
+        steps: Vec<Vec<DeploymentAction>>,
+        previous: Vec<PreviousApp>,
+        now: f64,
+    ) -> Self {
+        Deployment {
+            id,
+            version,
+            steps,
+            current_step: 0,
+            state: DeploymentState::Running,
+            reason: None,
+            started_at: now,
+            last_progress_at: now,
+            progress_mark: 0,
+            finished_at: None,
+            previous,
+        }
+    }
+
+    /// Where it is in its lifecycle.
+    pub fn state(&self) -> DeploymentState {
+        self.state
+    }
+
+    /// True until it ends.
+    pub fn is_running(&self) -> bool {
+        self.state == DeploymentState::Running
+    }
+
     /// Every app the deployment touches.
     pub fn affected_apps(&self) -> impl Iterator<Item = &str> {
         self.steps
@@ -309,6 +536,40 @@ impl Deployment {
         self.affected_apps().any(|affected| affected == app_id)
     }
 
+    /// Every step is done: `Running` -> `Succeeded`.
+    pub fn succeed(&mut self, now: f64) -> Result<(), IllegalDeploymentTransition> {
+        self.end(DeploymentState::Succeeded, None, now)
+    }
+
+    /// No progress for too long: `Running` -> `Failed`, its apps keep their targets.
+    pub fn fail(&mut self, reason: String, now: f64) -> Result<(), IllegalDeploymentTransition> {
+        self.end(DeploymentState::Failed, Some(reason), now)
+    }
+
+    /// Cancelled by the user or superseded: `Running` -> `Cancelled`.
+    pub fn cancel(&mut self, reason: String, now: f64) -> Result<(), IllegalDeploymentTransition> {
+        self.end(DeploymentState::Cancelled, Some(reason), now)
+    }
+
+    /// The one way a deployment ends; an illegal end changes nothing.
+    fn end(
+        &mut self,
+        to: DeploymentState,
+        reason: Option<String>,
+        now: f64,
+    ) -> Result<(), IllegalDeploymentTransition> {
+        if self.state != DeploymentState::Running || to == DeploymentState::Running {
+            return Err(IllegalDeploymentTransition {
+                from: self.state,
+                to,
+            });
+        }
+        self.state = to;
+        self.reason = reason;
+        self.finished_at = Some(now);
+        Ok(())
+    }
+
     /// True when the deployment's current step has not reached `app_id` yet, so the app must
     /// wait (its dependencies go first).
     pub fn holds_back(&self, app_id: &str) -> bool {
@@ -316,5 +577,147 @@ impl Deployment {
             && self.steps.iter().enumerate().any(|(index, step)| {
                 index > self.current_step && step.iter().any(|action| action.app_id == app_id)
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(state: InstanceState) -> Instance {
+        Instance {
+            task_id: TaskId::new("web.1"),
+            app_id: AppId::new("/web"),
+            config_version: "v1".to_owned(),
+            agent_id: AgentId::new("agent-1"),
+            host: "host-1".to_owned(),
+            ports: Vec::new(),
+            state,
+            healthy: None,
+            staged_at: 0.0,
+            started_at: None,
+            kill: None,
+            message: String::new(),
+            unconfirmed_since: None,
+        }
+    }
+
+    fn deployment() -> Deployment {
+        Deployment::start(
+            "d-1".to_owned(),
+            "v1".to_owned(),
+            Vec::new(),
+            Vec::new(),
+            0.0,
+        )
+    }
+
+    #[test]
+    fn an_instance_moves_forward_through_its_life() {
+        let mut web = instance(InstanceState::Staging);
+        for (reported, expected) in [
+            (TaskState::TaskStaging, InstanceState::Staging),
+            (TaskState::TaskStarting, InstanceState::Starting),
+            (TaskState::TaskRunning, InstanceState::Running),
+            (TaskState::TaskRunning, InstanceState::Running),
+            (TaskState::TaskUnreachable, InstanceState::Unreachable),
+            (TaskState::TaskRunning, InstanceState::Running),
+            (TaskState::TaskKilling, InstanceState::Killing),
+        ] {
+            let from = web.state;
+            assert_eq!(
+                web.observe(reported),
+                Ok(InstanceTransition::Moved { from, to: expected })
+            );
+            assert_eq!(web.state, expected);
+        }
+    }
+
+    #[test]
+    fn an_instance_never_goes_back_in_its_life() {
+        for (from, reported) in [
+            (InstanceState::Starting, TaskState::TaskStaging),
+            (InstanceState::Running, TaskState::TaskStaging),
+            (InstanceState::Running, TaskState::TaskStarting),
+            (InstanceState::Killing, TaskState::TaskRunning),
+            (InstanceState::Killing, TaskState::TaskStarting),
+            (InstanceState::Running, TaskState::Unspecified),
+        ] {
+            let mut web = instance(from);
+            assert_eq!(
+                web.observe(reported),
+                Err(IllegalInstanceTransition { from, to: reported })
+            );
+            assert_eq!(web.state, from, "an illegal update changes nothing");
+        }
+    }
+
+    #[test]
+    fn an_unreachable_instance_may_come_back_in_any_state() {
+        for reported in [
+            TaskState::TaskStaging,
+            TaskState::TaskStarting,
+            TaskState::TaskRunning,
+            TaskState::TaskKilling,
+        ] {
+            let mut web = instance(InstanceState::Unreachable);
+            assert!(matches!(
+                web.observe(reported),
+                Ok(InstanceTransition::Moved { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn terminal_and_unknown_reports_leave_the_state_to_the_owner() {
+        let mut web = instance(InstanceState::Running);
+        assert_eq!(
+            web.observe(TaskState::TaskUnknown),
+            Ok(InstanceTransition::Unknown {
+                state: InstanceState::Running
+            })
+        );
+        assert_eq!(
+            web.observe(TaskState::TaskFailed),
+            Ok(InstanceTransition::Ended {
+                from: InstanceState::Running,
+                reported: TaskState::TaskFailed
+            })
+        );
+        assert_eq!(web.state, InstanceState::Running);
+    }
+
+    #[test]
+    fn a_deployment_ends_once() {
+        let mut succeeded = deployment();
+        assert_eq!(succeeded.succeed(5.0), Ok(()));
+        assert_eq!(succeeded.state(), DeploymentState::Succeeded);
+        assert_eq!(succeeded.finished_at, Some(5.0));
+        assert_eq!(
+            succeeded.cancel("late".to_owned(), 6.0),
+            Err(IllegalDeploymentTransition {
+                from: DeploymentState::Succeeded,
+                to: DeploymentState::Cancelled
+            })
+        );
+        assert_eq!(
+            succeeded.finished_at,
+            Some(5.0),
+            "an illegal end changes nothing"
+        );
+        assert_eq!(succeeded.reason, None);
+
+        let mut failed = deployment();
+        assert_eq!(failed.fail("stuck".to_owned(), 7.0), Ok(()));
+        assert_eq!(failed.state(), DeploymentState::Failed);
+        assert_eq!(failed.reason.as_deref(), Some("stuck"));
+        assert!(failed.succeed(8.0).is_err());
+        assert_eq!(failed.state(), DeploymentState::Failed);
+
+        let mut cancelled = deployment();
+        assert_eq!(cancelled.cancel("superseded".to_owned(), 9.0), Ok(()));
+        assert_eq!(cancelled.state(), DeploymentState::Cancelled);
+        assert!(cancelled.fail("late".to_owned(), 10.0).is_err());
+        assert_eq!(cancelled.reason.as_deref(), Some("superseded"));
     }
 }

@@ -12,7 +12,7 @@ use agora_sdk::scheduling::{
 use agora_sdk::{OfferResources, TaskBuilder};
 use serde_json::{Map, json};
 
-use super::model::{Instance, InstanceState};
+use super::model::{AppId, Instance};
 use super::{Command, KnownAgent, SvcCore};
 use crate::app::{AppDefinition, ConstraintSpec, HealthCheckProtocol, Placement};
 
@@ -153,9 +153,9 @@ impl SvcCore {
         let agent_id = offer.agent_id().as_str().to_owned();
         // Our instances on the agent, counted per app (they all need the app's resources).
         let mut per_app: HashMap<&str, usize> = HashMap::new();
-        for task_id in self.instances_by_agent.get(&agent_id).into_iter().flatten() {
-            if let Some(app_id) = self.app_of_task.get(task_id) {
-                *per_app.entry(app_id.as_str()).or_insert(0) += 1;
+        for task_id in self.instances.task_ids_on(&agent_id) {
+            if let Some(app_id) = self.instances.app_of(task_id) {
+                *per_app.entry(app_id).or_insert(0) += 1;
             }
         }
         let mut ours = Resources::new();
@@ -221,11 +221,11 @@ impl SvcCore {
         // Constraints see the instances of the version being placed: during an upgrade the
         // old ones are on their way out, and counting them would deadlock e.g. a UNIQUE app
         // that already covers every agent (a classic stuck Marathon deployment).
-        let instances = self.instances_of(app_id);
+        let instances = self.instances.of_app(app_id);
         let running: Vec<_> = instances
             .iter()
             .filter(|instance| instance.is_live() && instance.config_version == config_version)
-            .map(|instance| agora_proto::AgentId::new(instance.agent_id.clone()))
+            .map(|instance| instance.agent_id.clone())
             .collect();
         let known_agents: Vec<AgentAttributes> = running
             .iter()
@@ -279,25 +279,19 @@ impl SvcCore {
             match builder.build_in(offer) {
                 Ok(task) => {
                     let ports = host_ports(&task);
-                    let instance = Instance {
-                        task_id: task_id.clone(),
-                        app_id: app_id.to_owned(),
-                        config_version: config_version.clone(),
-                        agent_id: offer.agent_id().as_str().to_owned(),
-                        host: offer.hostname().to_owned(),
+                    let instance = Instance::staging(
+                        TaskId::new(task_id.clone()),
+                        AppId::new(app_id),
+                        config_version.clone(),
+                        offer.agent_id().clone(),
+                        offer.hostname().to_owned(),
                         ports,
-                        state: InstanceState::Staging,
-                        healthy: None,
-                        staged_at: now,
-                        started_at: None,
-                        kill: None,
-                        message: String::new(),
-                        unconfirmed_since: None,
-                    };
+                        now,
+                    );
                     if let Some(candidate) = candidates.get_mut(index) {
                         candidate.free = offer.remaining().clone();
                     }
-                    self.insert_instance(instance);
+                    self.instances.insert(instance);
                     self.persist_instance(&task_id);
                     if let Some(tasks) = launches.get_mut(index) {
                         tasks.push(task);
@@ -445,4 +439,32 @@ pub fn task_builder(app: &AppDefinition, task_id: &str, config_version: &str) ->
         builder = builder.kill_grace(std::time::Duration::from_secs(grace));
     }
     builder
+}
+
+/// Offer interest: revive while an app can launch, suppress once none can.
+impl SvcCore {
+    /// Records whether an app can launch now, for [`SvcCore::update_offer_interest`].
+    pub(super) fn note_wanting(&mut self, app_id: &str, now: f64) {
+        if self.launchable(app_id, now) > 0 {
+            self.wanting.insert(app_id.to_owned());
+        } else {
+            self.wanting.remove(app_id);
+        }
+    }
+
+    /// Revives when an app can launch and offers are suppressed; suppresses when nothing can
+    /// (per the apps' launchability as last driven).
+    pub(super) fn update_offer_interest(&mut self) {
+        if !self.subscribed {
+            return;
+        }
+        let wants = !self.wanting.is_empty();
+        if wants && self.suppressed {
+            self.suppressed = false;
+            self.outbox.push(Command::Revive);
+        } else if !wants && !self.suppressed {
+            self.suppressed = true;
+            self.outbox.push(Command::Suppress);
+        }
+    }
 }

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use agora_proto::Resources;
 use agora_proto::v1::{self, TaskState};
+use agora_proto::{Resources, TaskId};
 use proptest::prelude::*;
 
 use super::*;
@@ -478,25 +478,22 @@ fn instances_on_a_lost_agent_are_replaced_elsewhere_and_a_returning_copy_is_kill
 }
 
 fn instance(index: usize, version: &str, ready: bool) -> Instance {
-    Instance {
-        task_id: format!("web.{index:04}"),
-        app_id: "/web".into(),
-        config_version: version.into(),
-        agent_id: "agent-1".into(),
-        host: "node-1".into(),
-        ports: Vec::new(),
-        state: if ready {
-            InstanceState::Running
-        } else {
-            InstanceState::Staging
-        },
-        healthy: None,
-        staged_at: index as f64,
-        started_at: ready.then_some(index as f64),
-        kill: None,
-        message: String::new(),
-        unconfirmed_since: None,
+    let mut instance = Instance::staging(
+        TaskId::new(format!("web.{index:04}")),
+        "/web".into(),
+        version.into(),
+        "agent-1".into(),
+        "node-1".into(),
+        Vec::new(),
+        index as f64,
+    );
+    if ready {
+        instance
+            .observe(TaskState::TaskRunning)
+            .expect("a staging instance may run");
+        instance.started_at = Some(index as f64);
     }
+    instance
 }
 
 proptest! {
@@ -553,7 +550,7 @@ proptest! {
         }
         prop_assert!(plan.wanted + new_count.min(target as usize) <= target as usize);
         // Killed instances are distinct and known.
-        let mut ids: Vec<&String> = plan.kills.iter().map(|(task_id, _)| task_id).collect();
+        let mut ids: Vec<&TaskId> = plan.kills.iter().map(|(task_id, _)| task_id).collect();
         ids.sort();
         ids.dedup();
         prop_assert_eq!(ids.len(), plan.kills.len());
@@ -708,7 +705,7 @@ fn a_refused_launch_is_replaced_at_once_and_an_unanswered_one_is_reconciled() {
         commands.iter().any(|command| matches!(
             command,
             Command::Persist(writes) if writes.contains(&StoreWrite::DeleteInstance {
-                task_id: refused.as_str().to_owned()
+                task_id: refused.clone()
             })
         )),
         "{commands:?}"
@@ -720,4 +717,42 @@ fn a_refused_launch_is_replaced_at_once_and_an_unanswered_one_is_reconciled() {
     let replacement = launched(&core.take_commands());
     assert_eq!(replacement.len(), 1, "one replacement");
     assert_ne!(replacement[0].task_id, refused.as_str());
+}
+
+#[test]
+fn an_update_that_sends_an_instance_back_in_its_life_is_dropped_whole() {
+    let mut core = subscribed_core();
+    core.create_app(
+        app(r#"{"id":"/web","cmd":"sleep 1000","cpus":0.5,"mem":32,"instances":1}"#),
+        T0,
+    )
+    .expect("created");
+    core.on_offers(offers(1), T0);
+    let tasks = launched(&core.take_commands());
+    assert_eq!(tasks.len(), 1);
+    run_all(&mut core, &tasks, T0 + 1.0);
+    core.take_commands();
+    let state = |core: &SvcCore| {
+        core.tasks_json("/web").expect("tasks")["tasks"][0]["state"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    assert_eq!(state(&core).as_deref(), Some("TASK_RUNNING"));
+
+    // After a reconnect the instance is unconfirmed; a STARTING for a running instance is
+    // not an answer its life allows: it neither moves nor confirms the instance, and
+    // nothing is stored, published or sent.
+    core.on_disconnected();
+    core.on_subscribed("fw", T0 + 10.0);
+    core.take_commands();
+    assert_eq!(state(&core).as_deref(), Some("TASK_UNKNOWN"));
+    let mut backwards = status(&tasks[0], TaskState::TaskStarting, Some(false));
+    backwards.message = "late".to_owned();
+    core.on_update(&backwards, T0 + 11.0);
+    assert!(core.take_commands().is_empty());
+    assert_eq!(state(&core).as_deref(), Some("TASK_UNKNOWN"));
+
+    // The real answer still confirms it.
+    core.on_update(&status(&tasks[0], TaskState::TaskRunning, None), T0 + 12.0);
+    assert_eq!(state(&core).as_deref(), Some("TASK_RUNNING"));
 }

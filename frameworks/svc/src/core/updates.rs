@@ -6,7 +6,7 @@ use agora_proto::v1::{self, TaskState};
 use agora_proto::{AgentId, TaskId};
 use serde_json::{Map, json};
 
-use super::model::{InstanceState, KillReason};
+use super::model::{InstanceState, InstanceTransition, KillReason};
 use super::{Command, StoreWrite, SvcCore};
 
 impl SvcCore {
@@ -34,7 +34,7 @@ impl SvcCore {
     /// Applies one update to its instance; returns the app to drive again, if any.
     fn apply_update(&mut self, status: &v1::TaskStatus, now: f64) -> Option<String> {
         let state = status.state();
-        let Some(instance) = self.instance_mut(&status.task_id) else {
+        let Some(instance) = self.instances.get_mut(&status.task_id) else {
             // Not ours (any more): a task we never stored, or one we already forgot. If it
             // still runs, it is a duplicate nobody accounts for: stop it.
             if !agora_proto::is_terminal(state) && !status.agent_id.is_empty() {
@@ -46,16 +46,30 @@ impl SvcCore {
             }
             return None;
         };
-        let app_id = instance.app_id.clone();
-        let task_id = instance.task_id.clone();
+        let previous_state = instance.state();
+        // Checked first: an update the instance's life does not allow is dropped whole (it
+        // neither confirms the instance nor changes its health or message).
+        let transition = match instance.observe(state) {
+            Ok(transition) => transition,
+            Err(error) => {
+                tracing::warn!(
+                    task_id = %status.task_id,
+                    agent_id = %status.agent_id,
+                    %error,
+                    "ignoring status update"
+                );
+                return None;
+            }
+        };
+        let app_id = instance.app_id.as_str().to_owned();
+        let task_id = instance.task_id.as_str().to_owned();
         let was_unconfirmed = instance.unconfirmed_since.take().is_some();
         if !status.message.is_empty() {
             instance.message = status.message.clone();
         }
         let previous_health = instance.healthy;
-        let previous_state = instance.state;
 
-        if agora_proto::is_terminal(state) {
+        if let InstanceTransition::Ended { .. } = transition {
             let killed_by_us = instance.kill.is_some();
             tracing::debug!(
                 task_id = %status.task_id,
@@ -83,9 +97,9 @@ impl SvcCore {
                     .trim_start_matches("TASK_")
                     .to_lowercase()
             );
-            self.remove_instance(&task_id);
+            self.instances.remove(&task_id);
             self.writes.push(StoreWrite::DeleteInstance {
-                task_id: task_id.clone(),
+                task_id: TaskId::new(task_id.clone()),
             });
             let counts_as_failure = !killed_by_us
                 && matches!(
@@ -127,17 +141,9 @@ impl SvcCore {
             return Some(app_id);
         }
 
-        let new_state = match state {
-            TaskState::TaskStaging => InstanceState::Staging,
-            TaskState::TaskStarting => InstanceState::Starting,
-            TaskState::TaskRunning => InstanceState::Running,
-            TaskState::TaskKilling => InstanceState::Killing,
-            TaskState::TaskUnreachable => InstanceState::Unreachable,
-            _ => previous_state,
-        };
+        let new_state = instance.state();
         // A reconciliation answer carries no health: keep what we knew.
         let healthy = status.healthy.or(previous_health);
-        instance.state = new_state;
         instance.healthy = healthy;
         if new_state == InstanceState::Running && instance.started_at.is_none() {
             instance.started_at = Some(status.timestamp.max(instance.staged_at).min(now));
@@ -181,7 +187,8 @@ impl SvcCore {
         };
         let target = app.definition.instances as usize;
         let live = self
-            .instances_of(app_id)
+            .instances
+            .of_app(app_id)
             .iter()
             .filter(|instance| instance.is_live())
             .count();
@@ -192,15 +199,16 @@ impl SvcCore {
 
     /// The master says an agent is gone: its instances are lost and get replaced.
     pub fn on_agent_lost(&mut self, agent_id: &str, now: f64) {
-        let lost: Vec<String> = self
-            .instances_on(agent_id)
+        let lost: Vec<TaskId> = self
+            .instances
+            .on_agent(agent_id)
             .iter()
             .map(|instance| instance.task_id.clone())
             .collect();
         let statuses: Vec<v1::TaskStatus> = lost
             .into_iter()
             .map(|task_id| v1::TaskStatus {
-                task_id,
+                task_id: task_id.into_string(),
                 agent_id: agent_id.to_owned(),
                 state: TaskState::TaskLost as i32,
                 message: format!("agent {agent_id} was lost"),
@@ -216,27 +224,23 @@ impl SvcCore {
     /// so they are dropped and replaced now; otherwise whether they run is unknown and the
     /// master is asked (a launch timeout would replace them only much later).
     pub fn on_launch_failed(&mut self, task_ids: &[TaskId], refused: bool, now: f64) {
-        let known: Vec<(String, String)> = task_ids
+        let known: Vec<(TaskId, AgentId)> = task_ids
             .iter()
-            .filter_map(|task_id| self.instance(task_id.as_str()))
+            .filter_map(|task_id| self.instances.get(task_id.as_str()))
             .map(|instance| (instance.task_id.clone(), instance.agent_id.clone()))
             .collect();
         if known.is_empty() {
             return;
         }
         if !refused {
-            let listed = known
-                .into_iter()
-                .map(|(task_id, agent_id)| (TaskId::new(task_id), AgentId::new(agent_id)))
-                .collect();
-            self.outbox.push(Command::Reconcile(listed));
+            self.outbox.push(Command::Reconcile(known));
             return;
         }
         let statuses: Vec<v1::TaskStatus> = known
             .into_iter()
             .map(|(task_id, agent_id)| v1::TaskStatus {
-                task_id,
-                agent_id,
+                task_id: task_id.into_string(),
+                agent_id: agent_id.into_string(),
                 state: TaskState::TaskDropped as i32,
                 message: "the master refused the launch".to_owned(),
                 timestamp: now,
@@ -247,7 +251,7 @@ impl SvcCore {
     }
 
     fn emit_status(&mut self, app_id: &str, task_id: &str, status: &v1::TaskStatus, now: f64) {
-        let instance = self.instance(task_id);
+        let instance = self.instances.get(task_id);
         let mut payload = Map::new();
         payload.insert("appId".into(), json!(app_id));
         payload.insert("taskId".into(), json!(task_id));

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::SvcCore;
-use super::model::{AppState, Deployment, DeploymentState, Instance, InstanceState};
+use super::model::{AppState, Deployment, Instance, InstanceState};
 use super::time::rfc3339_millis;
 
 /// Monotonic counters for `/metrics`.
@@ -70,7 +70,7 @@ impl SvcCore {
 
     fn app_json(&self, app_id: &str, app: &AppState, embed_tasks: bool) -> Value {
         let mut value = app.definition.to_json();
-        let instances = self.instances_of(app_id);
+        let instances = self.instances.of_app(app_id);
         let has_checks = !app.definition.health_checks.is_empty();
         let count = |predicate: &dyn Fn(&Instance) -> bool| {
             instances
@@ -79,17 +79,14 @@ impl SvcCore {
                 .count()
         };
         let running =
-            count(&|i| i.state == InstanceState::Running && i.unconfirmed_since.is_none());
+            count(&|i| i.state() == InstanceState::Running && i.unconfirmed_since.is_none());
         let staged =
-            count(&|i| matches!(i.state, InstanceState::Staging | InstanceState::Starting));
+            count(&|i| matches!(i.state(), InstanceState::Staging | InstanceState::Starting));
         let healthy = count(&|i| has_checks && i.healthy == Some(true));
         let unhealthy = count(&|i| has_checks && i.healthy == Some(false));
         let deployments: Vec<Value> = self
             .deployments
-            .values()
-            .filter(|deployment| {
-                deployment.state == DeploymentState::Running && deployment.affects(app_id)
-            })
+            .running_affecting(app_id)
             .map(|deployment| json!({ "id": deployment.id }))
             .collect();
         let plan = self.current_plan(app_id);
@@ -125,7 +122,7 @@ impl SvcCore {
     }
 
     fn waiting_reason(&self, app_id: &str, app: &AppState) -> Option<String> {
-        if self.is_held_back(app_id) {
+        if self.deployments.holds_back(app_id) {
             return Some("waiting for its dependencies to be deployed first".to_owned());
         }
         if let Some(reason) = &app.waiting_reason {
@@ -141,7 +138,8 @@ impl SvcCore {
     pub fn tasks_json(&self, app_id: &str) -> Option<Value> {
         self.apps.get(app_id)?;
         let tasks: Vec<Value> = self
-            .instances_of(app_id)
+            .instances
+            .of_app(app_id)
             .iter()
             .map(|instance| instance_json(instance))
             .collect();
@@ -168,8 +166,8 @@ impl SvcCore {
     pub fn deployments_json(&self, all: bool) -> Value {
         let mut deployments: Vec<&Deployment> = self
             .deployments
-            .values()
-            .filter(|deployment| all || deployment.state == DeploymentState::Running)
+            .iter()
+            .filter(|deployment| all || deployment.is_running())
             .collect();
         deployments.sort_by(|left, right| left.started_at.total_cmp(&right.started_at));
         Value::Array(deployments.into_iter().map(deployment_json).collect())
@@ -187,7 +185,7 @@ impl SvcCore {
             if app.deleting {
                 continue;
             }
-            let held = self.is_held_back(app_id);
+            let held = self.deployments.holds_back(app_id);
             let wanted = if held {
                 app.definition.instances as usize
             } else {
@@ -246,13 +244,13 @@ impl SvcCore {
             .sum();
         let mut instances_running = 0;
         let mut instances_ready = 0;
-        for (app_id, instances) in &self.instances {
+        for (app_id, instances) in self.instances.by_app() {
             let has_checks = self
                 .apps
                 .get(app_id)
                 .is_some_and(|app| !app.definition.health_checks.is_empty());
             for instance in instances.values() {
-                if instance.state == InstanceState::Running {
+                if instance.state() == InstanceState::Running {
                     instances_running += 1;
                     instances_ready += usize::from(instance.is_ready(has_checks));
                 }
@@ -260,14 +258,10 @@ impl SvcCore {
         }
         CoreMetrics {
             apps: self.apps.len(),
-            instances: self.instance_count(),
+            instances: self.instances.len(),
             instances_running,
             instances_ready,
-            deployments_running: self
-                .deployments
-                .values()
-                .filter(|deployment| deployment.state == DeploymentState::Running)
-                .count(),
+            deployments_running: self.deployments.running().count(),
             queued,
             offers_received: self.counters.offers_received,
             launched: self.counters.launched,
@@ -287,10 +281,10 @@ fn instance_json(instance: &Instance) -> Value {
                 "not confirmed since {}: the master is waiting for agent {} to re-register (last known {})",
                 rfc3339_millis(since),
                 instance.agent_id,
-                instance.state.as_str()
+                instance.state().as_str()
             ),
         ),
-        None => (instance.state.as_str(), instance.message.clone()),
+        None => (instance.state().as_str(), instance.message.clone()),
     };
     json!({
         "id": instance.task_id,
@@ -334,7 +328,7 @@ fn deployment_json(deployment: &Deployment) -> Value {
         "currentStep": (deployment.current_step + 1).min(deployment.steps.len()),
         "totalSteps": deployment.steps.len(),
         "currentActions": current_actions,
-        "state": deployment.state.as_str(),
+        "state": deployment.state().as_str(),
         "reason": deployment.reason,
         "startedAt": rfc3339_millis(deployment.started_at),
         "finishedAt": deployment.finished_at.map(rfc3339_millis),
