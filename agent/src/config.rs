@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use agora_proto::Resources;
+use agora_proto::{Clock, Resources, SystemClock};
 
 use crate::error::AgentError;
 
@@ -83,6 +84,8 @@ pub struct AgentConfig {
     pub reconnect_backoff_max: Duration,
     /// Kill every task when the agent shuts down (in-process tests); by default tasks keep running.
     pub kill_tasks_on_shutdown: bool,
+    /// Where the agent reads the time (the system clock; tests inject their own).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl AgentConfig {
@@ -105,6 +108,7 @@ impl AgentConfig {
             reconnect_backoff_min: Duration::from_millis(200),
             reconnect_backoff_max: Duration::from_secs(10),
             kill_tasks_on_shutdown: false,
+            clock: Arc::new(SystemClock),
         }
     }
 }

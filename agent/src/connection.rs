@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use agora_proto::AgentId;
 use agora_proto::v1::agent_service_client::AgentServiceClient;
 use agora_proto::v1::{AgentHeartbeat, AgentMessage, agent_message, master_message};
+use agora_proto::{AgentId, Backoff};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,38 +24,6 @@ const MIN_SILENCE: Duration = Duration::from_secs(3);
 const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest heartbeat interval honoured; a longer one from the master is clamped.
 const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3600);
-
-/// Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling up to `max`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// Starts at `min`.
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max: max.max(min),
-            attempt: 0,
-        }
-    }
-
-    /// The next delay, given a uniform random `jitter` in [0, 1].
-    pub fn next_delay(&mut self, jitter: f64) -> Duration {
-        let factor = 2f64.powi(self.attempt.min(30) as i32);
-        let ceiling = self.min.mul_f64(factor).min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        ceiling.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-    }
-
-    /// Back to the smallest delay (after a successful registration).
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
 
 /// Keeps the agent connected to the master until `shutdown`.
 pub(crate) async fn run_connection(
@@ -227,19 +195,5 @@ mod tests {
             assert!(interval <= MAX_HEARTBEAT_INTERVAL, "{interval:?}");
             assert!(silence <= MAX_HEARTBEAT_INTERVAL * SILENT_INTERVALS);
         }
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        assert_eq!(backoff.next_delay(1.0), Duration::from_millis(200));
-        assert_eq!(backoff.next_delay(1.0), Duration::from_millis(400));
-        assert_eq!(backoff.next_delay(0.0), Duration::from_millis(400));
-        for _ in 0..20 {
-            assert!(backoff.next_delay(1.0) <= Duration::from_secs(10));
-        }
-        assert_eq!(backoff.next_delay(0.0), Duration::from_secs(5));
-        backoff.reset();
-        assert_eq!(backoff.next_delay(1.0), Duration::from_millis(200));
     }
 }

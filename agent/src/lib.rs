@@ -17,7 +17,6 @@ mod shell;
 mod snapshot;
 mod task_env;
 mod task_key;
-mod task_state;
 mod update_stream;
 
 use std::net::SocketAddr;
@@ -33,7 +32,6 @@ pub use config::{
     AgentConfig, DEFAULT_KILL_GRACE_SECONDS, RuntimeKind, default_hostname, parse_label,
     parse_resource_overrides,
 };
-pub use connection::Backoff;
 pub use durations::{
     DurationError, MAX_HEALTH_CHECK_SECONDS, MAX_KILL_GRACE, checked_seconds, clamped_seconds,
 };
@@ -55,7 +53,6 @@ pub use runtime::{
 pub use snapshot::{AgentMetrics, AgentSnapshot, TaskSnapshot};
 pub use task_env::{env_name, network_mode, port_bindings, task_environment, task_host_ports};
 pub use task_key::TaskKey;
-pub use task_state::{IllegalTransition, TaskPhase};
 pub use update_stream::{StatusUpdateStream, UpdateRecord, UpdateStreamError};
 
 use crate::core::{AgentCore, CoreConfig};

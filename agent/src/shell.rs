@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_proto::AgentId;
 use agora_proto::v1::{AgentMessage, HealthCheck, agent_message, master_message};
-use agora_proto::{AgentId, now_seconds};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
@@ -153,7 +153,10 @@ impl AgentShell {
                 Input::Disconnected
             }
             AgentEvent::RegistrationMessage(reply) => {
-                let _ = reply.send(self.core.registration_message(now_seconds()));
+                let _ = reply.send(
+                    self.core
+                        .registration_message(self.config.clock.now().unix_seconds),
+                );
                 return Ok(());
             }
             AgentEvent::Launched { key, result } => Input::Launched { key, result },
@@ -190,7 +193,7 @@ impl AgentShell {
     async fn step(&mut self, input: Input) -> Result<(), AgentError> {
         let mut new_uuid = || uuid::Uuid::new_v4().to_string();
         let mut step = Step {
-            now: now_seconds(),
+            now: self.config.clock.now().unix_seconds,
             new_uuid: &mut new_uuid,
         };
         let mut commands = self.core.handle(input, &mut step);

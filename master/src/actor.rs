@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use agora_proto::AgentId;
 use agora_proto::v1;
+use agora_proto::{AgentId, Clock};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -193,6 +193,8 @@ pub(crate) struct Actor {
     shutdown: CancellationToken,
     /// This master's address, reported as `leader` when the core leaves it empty.
     leader: String,
+    /// Where the core's time comes from.
+    clock: Arc<dyn Clock>,
 }
 
 impl Actor {
@@ -203,6 +205,7 @@ impl Actor {
         metrics: Arc<ShellMetrics>,
         shutdown: CancellationToken,
         leader: String,
+        clock: Arc<dyn Clock>,
     ) -> (Self, ActorHandle) {
         let (sender, requests) = mpsc::channel(REQUEST_BUFFER);
         let actor = Self {
@@ -213,6 +216,7 @@ impl Actor {
             requests,
             shutdown,
             leader,
+            clock,
         };
         let handle = ActorHandle {
             requests: sender,
@@ -250,7 +254,7 @@ impl Actor {
                         handled += 1;
                     }
                     // Under steady load the request branch always wins; run due timers anyway.
-                    if deadline.is_some_and(|due| due <= Instant::now()) {
+                    if deadline.is_some_and(|due| due <= self.clock.now().instant) {
                         self.tick();
                     }
                 }
@@ -262,7 +266,7 @@ impl Actor {
 
     fn tick(&mut self) {
         let started = std::time::Instant::now();
-        let report = self.master.tick(Now::real());
+        let report = self.master.tick(self.clock.now());
         if report.allocation_ran {
             self.metrics.observe_allocation(started.elapsed());
             tracing::trace!(offers_made = report.offers_made, "allocation ran");
@@ -270,7 +274,7 @@ impl Actor {
     }
 
     fn handle(&mut self, request: Request) {
-        let now = Now::real();
+        let now = self.clock.now();
         match request {
             Request::AgentAttach {
                 conn,
@@ -472,7 +476,7 @@ impl Actor {
             return;
         };
         self.metrics.count_connection_dropped();
-        let now = Now::real();
+        let now = self.clock.now();
         match connection {
             Connection::Agent(link) => {
                 tracing::warn!(conn = conn.0, "agent stream not keeping up; dropping it");
@@ -557,13 +561,15 @@ mod tests {
         tokio::task::JoinHandle<Result<(), StoreError>>,
     ) {
         let shutdown = CancellationToken::new();
-        let master = Master::new(MasterConfig::default(), Now::real(), Registry::default());
+        let clock = Arc::new(agora_proto::SystemClock);
+        let master = Master::new(MasterConfig::default(), clock.now(), Registry::default());
         let (actor, handle) = Actor::new(
             master,
             store,
             Arc::new(ShellMetrics::default()),
             shutdown.clone(),
             "127.0.0.1:5050".to_owned(),
+            clock,
         );
         (handle, shutdown, tokio::spawn(actor.run()))
     }

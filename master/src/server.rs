@@ -10,12 +10,13 @@ use std::time::Duration;
 use agora_proto::v1::agent_service_server::AgentServiceServer;
 use agora_proto::v1::operator_service_server::OperatorServiceServer;
 use agora_proto::v1::scheduler_service_server::SchedulerServiceServer;
+use agora_proto::{Clock, SystemClock};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::actor::Actor;
-use crate::core::{Master, MasterConfig, Now};
+use crate::core::{Master, MasterConfig};
 use crate::error::{MasterRunError, MasterStartError};
 use crate::grpc::{AgentGrpc, OperatorGrpc, SchedulerGrpc};
 use crate::metrics::ShellMetrics;
@@ -238,13 +239,15 @@ pub async fn spawn(settings: MasterSettings) -> Result<MasterHandle, MasterStart
 
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(ShellMetrics::default());
-    let master = Master::new(settings.core.clone(), Now::real(), registry);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let master = Master::new(settings.core.clone(), clock.now(), registry);
     let (actor, actor_handle) = Actor::new(
         master,
         store,
         Arc::clone(&metrics),
         shutdown.clone(),
         local_addr.to_string(),
+        clock,
     );
 
     let state_shutdown = shutdown.clone();

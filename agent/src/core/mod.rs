@@ -28,8 +28,8 @@ use crate::runtime::{ContainerHandle, ExitStatus, LaunchSpec};
 use crate::snapshot::{AgentMetrics, AgentSnapshot};
 use crate::task_env::{task_environment, task_host_ports};
 use crate::task_key::TaskKey;
-use crate::task_state::TaskPhase;
 use crate::update_stream::{StatusUpdateStream, UpdateRecord};
+use agora_proto::TaskPhase;
 
 pub(crate) use events::{Command, Input, Step};
 pub(crate) use task::{Lifecycle, PendingKill, TaskEntry};

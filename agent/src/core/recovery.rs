@@ -10,8 +10,8 @@ use crate::checkpoint::{RecoveredTask, TaskCheckpoint};
 use crate::runtime::{ContainerHandle, ContainerState, DiscoveredContainer};
 use crate::task_env::{task_environment, task_host_ports};
 use crate::task_key::TaskKey;
-use crate::task_state::TaskPhase;
 use crate::update_stream::StatusUpdateStream;
+use agora_proto::TaskPhase;
 
 impl AgentCore {
     /// Rebuilds the tasks from the checkpoint and what the runtime found: a task whose last
@@ -94,7 +94,7 @@ impl AgentCore {
         }
         let reported = stream
             .latest()
-            .map(|status| TaskPhase::from_state(status.state()))
+            .and_then(|status| TaskPhase::of(status.state()))
             .unwrap_or(TaskPhase::Staging);
         let healthy = stream.latest().and_then(|status| status.healthy);
         let host_ports = task_host_ports(&task.task).unwrap_or_default();

@@ -11,8 +11,8 @@ use crate::durations::{MAX_KILL_GRACE, clamped_seconds};
 use crate::runtime::ContainerHandle;
 use crate::snapshot::TaskSnapshot;
 use crate::task_key::TaskKey;
-use crate::task_state::TaskPhase;
 use crate::update_stream::StatusUpdateStream;
+use agora_proto::TaskPhase;
 
 /// A kill that arrived while the launch was in flight: carried out once the launch completes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,14 +6,13 @@ use std::time::Duration;
 
 use agora_proto::v1::scheduler_service_client::SchedulerServiceClient;
 use agora_proto::v1::{self, event::Event};
-use agora_proto::{AgentId, FrameworkId, OfferId, StreamId, TaskId};
+use agora_proto::{AgentId, Backoff, FrameworkId, OfferId, StreamId, TaskId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
-use crate::backoff::Backoff;
 use crate::{DriverConfig, DriverEvent, EventStream, SdkError};
 
 /// How long to wait for the master to open the stream and send `Subscribed`, before the
@@ -286,11 +285,7 @@ impl Inner {
 
 /// The driver's task: subscribe, pump events, re-subscribe with backoff until stopped.
 async fn run(inner: Arc<Inner>, config: DriverConfig, events: mpsc::Sender<DriverEvent>) {
-    let mut backoff = Backoff::new(
-        config.reconnect_backoff_min,
-        config.reconnect_backoff_max,
-        rand::random(),
-    );
+    let mut backoff = Backoff::new(config.reconnect_backoff_min, config.reconnect_backoff_max);
     let mut subscribed_before = false;
     let mut outage_reported = false;
     loop {
@@ -334,7 +329,7 @@ async fn run(inner: Arc<Inner>, config: DriverConfig, events: mpsc::Sender<Drive
                 } else {
                     debug!(%reason, "re-subscription attempt failed");
                 }
-                let delay = backoff.next_delay();
+                let delay = backoff.next_delay(rand::random::<f64>());
                 tokio::select! {
                     () = inner.stop.cancelled() => break,
                     () = events.closed() => break,

@@ -39,7 +39,6 @@
 //! # }
 //! ```
 
-mod backoff;
 mod config;
 mod driver;
 mod error;
@@ -48,7 +47,7 @@ mod placement;
 pub mod runtime;
 pub mod scheduling;
 
-pub use backoff::Backoff;
+pub use agora_proto::Backoff;
 pub use config::DriverConfig;
 pub use driver::SchedulerDriver;
 pub use error::SdkError;

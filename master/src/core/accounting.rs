@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::offers::Offer;
-use super::tasks::{IllegalTaskTransition, Task, check_transition};
+use super::tasks::Task;
 use super::{Command, ConnId, Master, MasterError, Now, RegistryUpdate};
 
 impl Master {
@@ -283,13 +283,13 @@ impl Master {
         framework_id: &FrameworkId,
         task_id: &TaskId,
         status: v1::TaskStatus,
-    ) -> Result<bool, IllegalTaskTransition> {
+    ) -> Result<bool, agora_proto::IllegalTransition> {
         let Some(task) = self.tasks.get(framework_id, task_id) else {
             return Ok(false);
         };
         let from = task.state();
         let to = status.state();
-        check_transition(from, to)?;
+        agora_proto::check_transition(from, to)?;
         let frees = !task.is_terminal() && agora_proto::is_terminal(to);
         if frees {
             let snapshot = task.clone();

@@ -55,25 +55,7 @@ use timers::Timers;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
 
-/// The current time, injected: a monotonic instant for timers and wall-clock seconds for the
-/// timestamps carried in status updates.
-#[derive(Debug, Clone, Copy)]
-pub struct Now {
-    /// Monotonic time (tokio's, so that paused-time tests drive it).
-    pub instant: Instant,
-    /// Seconds since the Unix epoch.
-    pub unix_seconds: f64,
-}
-
-impl Now {
-    /// The real current time.
-    pub fn real() -> Self {
-        Self {
-            instant: Instant::now(),
-            unix_seconds: agora_proto::now_seconds(),
-        }
-    }
-}
+pub use agora_proto::clock::Now;
 
 /// Master settings; see the `master` binary's flags for what each means to an operator.
 #[derive(Debug, Clone)]

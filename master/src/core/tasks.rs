@@ -7,32 +7,6 @@ use agora_proto::{AgentId, FrameworkId, Resources, TaskId, is_terminal, v1};
 
 use super::allocator::Quantities;
 
-/// A status change a task cannot make.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("task cannot go from {} to {}", from.as_str_name(), to.as_str_name())]
-pub(crate) struct IllegalTaskTransition {
-    /// The state it is in.
-    pub(crate) from: TaskState,
-    /// The state asked for.
-    pub(crate) to: TaskState,
-}
-
-/// Checks a task state change (Mesos semantics): terminal states are final (repeating the
-/// same terminal state is allowed, updates are delivered at least once); `UNSPECIFIED` and
-/// `UNKNOWN` are never states a task is in.
-pub(crate) fn check_transition(
-    from: TaskState,
-    to: TaskState,
-) -> Result<(), IllegalTaskTransition> {
-    let illegal_target = matches!(to, TaskState::Unspecified | TaskState::TaskUnknown);
-    let leaves_terminal = is_terminal(from) && from != to;
-    if illegal_target || leaves_terminal {
-        Err(IllegalTaskTransition { from, to })
-    } else {
-        Ok(())
-    }
-}
-
 /// One task.
 #[derive(Debug, Clone)]
 pub(crate) struct Task {
@@ -196,19 +170,6 @@ mod tests {
             quantities: Quantities::default(),
             status: v1::TaskStatus::default(),
         }
-    }
-
-    #[test]
-    fn terminal_states_are_final() {
-        assert!(check_transition(TaskState::TaskStaging, TaskState::TaskRunning).is_ok());
-        assert!(check_transition(TaskState::TaskUnreachable, TaskState::TaskRunning).is_ok());
-        assert!(check_transition(TaskState::TaskFinished, TaskState::TaskFinished).is_ok());
-        let error = check_transition(TaskState::TaskFinished, TaskState::TaskRunning);
-        assert_eq!(
-            error.map_err(|error| error.to_string()),
-            Err("task cannot go from TASK_FINISHED to TASK_RUNNING".to_owned())
-        );
-        assert!(check_transition(TaskState::TaskRunning, TaskState::Unspecified).is_err());
     }
 
     #[test]

@@ -3,42 +3,9 @@
 
 use std::time::Duration;
 
-use agora_proto::{AgentId, FrameworkId, OfferId, Resources, v1};
-use tokio::time::Instant;
+use agora_proto::{AgentId, Clock, FrameworkId, ManualClock, OfferId, Resources, v1};
 
 use super::{Command, ConnId, Master, MasterConfig, MasterError, Now, Registry};
-
-/// Injected time: a fixed origin plus whatever the test advanced.
-pub(crate) struct Clock {
-    origin: Instant,
-    elapsed: Duration,
-}
-
-impl Clock {
-    pub(crate) fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-            elapsed: Duration::ZERO,
-        }
-    }
-
-    pub(crate) fn now(&self) -> Now {
-        Now {
-            instant: self.origin + self.elapsed,
-            unix_seconds: 1_700_000_000.0 + self.elapsed.as_secs_f64(),
-        }
-    }
-
-    pub(crate) fn advance(&mut self, by: Duration) -> Now {
-        self.elapsed += by;
-        self.now()
-    }
-
-    pub(crate) fn set(&mut self, at: Instant) -> Now {
-        self.elapsed = at.saturating_duration_since(self.origin);
-        self.now()
-    }
-}
 
 /// A subscribed framework as a test sees it.
 #[derive(Debug, Clone)]
@@ -60,7 +27,7 @@ impl TestFramework {
 /// A master plus clock and connection counter.
 pub(crate) struct Harness {
     pub(crate) master: Master,
-    pub(crate) clock: Clock,
+    pub(crate) clock: ManualClock,
     next_conn: u64,
     /// Agent connections that heartbeat on every step of [`Harness::run_for`].
     pub(crate) keep_alive: Vec<ConnId>,
@@ -119,7 +86,7 @@ impl Harness {
     }
 
     pub(crate) fn recovering(config: MasterConfig, registry: Registry) -> Self {
-        let clock = Clock::new();
+        let clock = ManualClock::new(1_700_000_000.0);
         let master = Master::new(config, clock.now(), registry);
         Self {
             master,

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use agora_proto::TaskPhase;
 use agora_proto::v1::TaskState;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -232,6 +233,18 @@ impl Attempt {
         }
     }
 
+    /// The earliest phase of the cluster's task state machine this live attempt's task can
+    /// be in (an attempt folds staging with starting, and running with killing); `None` once
+    /// the attempt is finished. A report the task could not make from there is refused.
+    fn task_phase(&self) -> Option<TaskPhase> {
+        match self.state {
+            AttemptState::Launching | AttemptState::Staging => Some(TaskPhase::Staging),
+            AttemptState::Running => Some(TaskPhase::Running),
+            AttemptState::Unreachable => Some(TaskPhase::Unreachable),
+            _ => None,
+        }
+    }
+
     /// Applies a task state from a status update.
     pub fn observe(
         &mut self,
@@ -243,7 +256,10 @@ impl Attempt {
         if self.state == AttemptState::Lost {
             return self.observe_after_lost(state, exit_code, message, now);
         }
-        if self.state.is_finished() {
+        let goes_back = self.task_phase().is_some_and(|phase| {
+            TaskPhase::of(state).is_some_and(|_| phase.receive(state).is_err())
+        });
+        if self.state.is_finished() || goes_back {
             return Err(IllegalTransition {
                 task_id: self.task_id.clone(),
                 from: self.state,
@@ -656,6 +672,28 @@ mod tests {
             attempt
                 .observe(TaskState::TaskFinished, Some(0), "", now)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn a_running_attempt_never_goes_back_to_starting() {
+        let now = Timestamp::UNIX_EPOCH;
+        let mut attempt = Attempt::launching(0, "a.r1.a0".into(), "ag".into(), "h".into(), now);
+        assert_eq!(
+            attempt.observe(TaskState::TaskStarting, None, "", now),
+            Ok(AttemptOutcome::Progress)
+        );
+        assert_eq!(
+            attempt.observe(TaskState::TaskRunning, None, "", now),
+            Ok(AttemptOutcome::Progress)
+        );
+        for late in [TaskState::TaskStarting, TaskState::TaskStaging] {
+            assert!(attempt.observe(late, None, "", now).is_err());
+            assert_eq!(attempt.state, AttemptState::Running);
+        }
+        assert_eq!(
+            attempt.observe(TaskState::TaskRunning, None, "", now),
+            Ok(AttemptOutcome::Progress)
         );
     }
 

@@ -3,24 +3,20 @@
 use std::time::Duration;
 
 use agora_proto::v1;
-use agora_sdk::Backoff;
+use agora_proto::{Backoff, seeded_jitter};
 use jiff::{SignedDuration, Timestamp};
 
 use super::run::{AttemptOutcome, RunPhase};
 use super::{BatchCore, StoreOp};
 
-/// The delay before the next attempt after the `failures`-th failure: the SDK's jittered
-/// exponential backoff (doubling from `backoffSeconds` up to `maxBackoffSeconds`), seeded per
-/// run so it is reproducible.
+/// The delay before the next attempt after the `failures`-th failure: the cluster's one
+/// backoff, doubling from `backoffSeconds` up to `maxBackoffSeconds`, with its jitter derived
+/// from the run's `seed` so the same delay comes out when recomputed.
 pub fn retry_delay(initial_seconds: f64, max_seconds: f64, failures: u32, seed: u64) -> Duration {
     let initial = Duration::try_from_secs_f64(initial_seconds).unwrap_or(Duration::from_secs(1));
     let max = Duration::try_from_secs_f64(max_seconds).unwrap_or(initial);
-    let mut backoff = Backoff::new(initial, max, seed);
-    let mut delay = Duration::ZERO;
-    for _ in 0..failures.clamp(1, 64) {
-        delay = backoff.next_delay();
-    }
-    delay
+    let step = failures.clamp(1, 64) - 1;
+    Backoff::new(initial, max.max(initial)).jittered(step, seeded_jitter(seed, step))
 }
 
 impl BatchCore {

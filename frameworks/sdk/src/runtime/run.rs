@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use agora_proto::v1;
-use agora_proto::{AgentId, TaskId};
+use agora_proto::{AgentId, Clock, SystemClock, TaskId};
 use futures::{FutureExt as _, StreamExt as _};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -65,7 +65,7 @@ pub struct Runtime<C: FrameworkCore, S> {
     driver: SchedulerDriver,
     config: RuntimeConfig,
     notices: Option<broadcast::Sender<C::Notice>>,
-    clock: fn() -> SystemTime,
+    clock: Arc<dyn Clock>,
     reconciling: ReconcileQueue,
 }
 
@@ -84,7 +84,7 @@ where
             driver,
             config,
             notices: None,
-            clock: SystemTime::now,
+            clock: Arc::new(SystemClock),
             reconciling,
         }
     }
@@ -95,8 +95,8 @@ where
         self
     }
 
-    /// The clock passed to the core (the system clock by default).
-    pub fn with_clock(mut self, clock: fn() -> SystemTime) -> Self {
+    /// Where the core's time comes from (the system clock by default).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
@@ -125,7 +125,7 @@ where
                     let Some(call) = call else {
                         break Ok(());
                     };
-                    let reply = call(&mut self.core, (self.clock)());
+                    let reply = call(&mut self.core, self.clock.now().system_time());
                     let result = self.execute().await;
                     if result.is_ok() {
                         reply();
@@ -156,7 +156,7 @@ where
                     }
                 }
                 _ = ticker.tick() => {
-                    self.core.tick((self.clock)());
+                    self.core.tick(self.clock.now().system_time());
                     if let Some(chunk) = self.reconciling.next_chunk() {
                         self.send_reconcile(chunk).await;
                     }
@@ -181,7 +181,7 @@ where
         events: Vec<DriverEvent>,
         acknowledgements: &mpsc::UnboundedSender<v1::TaskStatus>,
     ) -> Result<(), RuntimeError<S::Error>> {
-        let now = (self.clock)();
+        let now = self.clock.now().system_time();
         let mut updates: Vec<v1::TaskStatus> = Vec::new();
         let mut to_acknowledge: Vec<v1::TaskStatus> = Vec::new();
         let mut ended = None;
@@ -275,7 +275,7 @@ where
                     }
                     let failures = self.launch(launches).await;
                     if !failures.is_empty() {
-                        let now = (self.clock)();
+                        let now = self.clock.now().system_time();
                         for (task_ids, failure) in failures {
                             self.core.on_launch_failed(&task_ids, failure, now);
                         }

@@ -2,9 +2,10 @@
 //! stored as JSON in the daemon's embedded store and survives a restart.
 
 use std::fmt;
+use std::time::Duration;
 
 use agora_proto::v1::TaskState;
-use agora_proto::{AgentId, TaskId};
+use agora_proto::{AgentId, Backoff, TaskId, TaskPhase};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppDefinition;
@@ -111,9 +112,13 @@ impl LaunchBackoff {
     /// Records one failure at `now` for an app with these backoff settings.
     pub fn record_failure(&mut self, now: f64, base: f64, factor: f64, max: f64) {
         self.failures = self.failures.saturating_add(1);
-        let exponent = i32::try_from(self.failures.saturating_sub(1)).unwrap_or(i32::MAX);
-        let delay = (base * factor.powi(exponent)).min(max).max(0.0);
-        self.delay_seconds = if delay.is_finite() { delay } else { max };
+        let seconds = |value: f64| Duration::try_from_secs_f64(value.max(0.0)).ok();
+        let backoff = Backoff::new(
+            seconds(base).unwrap_or(Duration::ZERO),
+            seconds(max).unwrap_or(Duration::ZERO),
+        )
+        .with_factor(factor);
+        self.delay_seconds = backoff.delay(self.failures - 1).as_secs_f64();
         self.not_before = now + self.delay_seconds;
     }
 
@@ -269,50 +274,49 @@ pub enum InstanceTransition {
 }
 
 impl InstanceState {
-    /// The state an instance is in after `reported`, from `self`.
-    ///
-    /// Mesos semantics, as the master checks them, plus the order of a task's life: once an
-    /// instance started it is never staging again, once running never starting again, and
-    /// once the agent is stopping it never running again (the agent's updates of one task
-    /// are ordered, and the master answers with the latest it has). An unreachable instance
-    /// may come back in any state. Terminal states end it from anywhere; `UNSPECIFIED` is
-    /// never a state a task is in.
+    /// The task phase of an instance in this state.
+    pub fn phase(self) -> TaskPhase {
+        match self {
+            InstanceState::Staging => TaskPhase::Staging,
+            InstanceState::Starting => TaskPhase::Starting,
+            InstanceState::Running => TaskPhase::Running,
+            InstanceState::Killing => TaskPhase::Killing,
+            InstanceState::Unreachable => TaskPhase::Unreachable,
+        }
+    }
+
+    /// The state an instance is in after `reported`, from `self`: the cluster's one task
+    /// state machine ([`TaskPhase::receive`]), so an instance moves as its task does (never
+    /// back, a repeat changes nothing, an unreachable instance may come back in any state,
+    /// a terminal state ends it from anywhere), plus `TASK_UNKNOWN`, the master's answer for
+    /// a task it does not know, which teaches nothing about the instance.
     pub fn after(
         self,
         reported: TaskState,
     ) -> Result<InstanceTransition, IllegalInstanceTransition> {
-        let illegal = Err(IllegalInstanceTransition {
-            from: self,
-            to: reported,
-        });
-        if agora_proto::is_terminal(reported) {
-            return Ok(InstanceTransition::Ended {
+        if reported == TaskState::TaskUnknown {
+            return Ok(InstanceTransition::Unknown { state: self });
+        }
+        let next = self
+            .phase()
+            .receive(reported)
+            .map_err(|_| IllegalInstanceTransition {
                 from: self,
-                reported,
-            });
-        }
-        let to = match reported {
-            TaskState::TaskUnknown => return Ok(InstanceTransition::Unknown { state: self }),
-            TaskState::TaskStaging => InstanceState::Staging,
-            TaskState::TaskStarting => InstanceState::Starting,
-            TaskState::TaskRunning => InstanceState::Running,
-            TaskState::TaskKilling => InstanceState::Killing,
-            TaskState::TaskUnreachable => InstanceState::Unreachable,
-            _ => return illegal,
+                to: reported,
+            })?;
+        let to = match next {
+            TaskPhase::Staging => InstanceState::Staging,
+            TaskPhase::Starting => InstanceState::Starting,
+            TaskPhase::Running => InstanceState::Running,
+            TaskPhase::Killing => InstanceState::Killing,
+            TaskPhase::Unreachable => InstanceState::Unreachable,
+            TaskPhase::Terminal(reported) => {
+                return Ok(InstanceTransition::Ended {
+                    from: self,
+                    reported,
+                });
+            }
         };
-        let goes_back = match (self, to) {
-            (InstanceState::Unreachable, _) => false,
-            (
-                InstanceState::Starting | InstanceState::Running | InstanceState::Killing,
-                InstanceState::Staging,
-            ) => true,
-            (InstanceState::Running | InstanceState::Killing, InstanceState::Starting) => true,
-            (InstanceState::Killing, InstanceState::Running) => true,
-            _ => false,
-        };
-        if goes_back {
-            return illegal;
-        }
         Ok(InstanceTransition::Moved { from: self, to })
     }
 }
