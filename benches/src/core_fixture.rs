@@ -95,7 +95,7 @@ pub fn loaded_master(shape: AllocationShape, seed: u64) -> LoadedMaster {
             ..Default::default()
         };
         let conn = ConnId(1_000_000 + index as u64);
-        if let Err(error) = master.subscribe(now, conn, framework) {
+        if let Err(error) = master.subscribe(now, conn, framework, false) {
             panic!("fixture framework {index} refused: {error}");
         }
     }

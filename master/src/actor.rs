@@ -310,9 +310,7 @@ impl Actor {
                 reply,
             } => {
                 self.connections.insert(conn, Connection::Framework(link));
-                let result = self
-                    .master
-                    .subscribe_suppressed(now, conn, framework, suppressed);
+                let result = self.master.subscribe(now, conn, framework, suppressed);
                 if result.is_err() {
                     self.connections.remove(&conn);
                 }

@@ -28,7 +28,8 @@ struct ReportedTask {
 }
 
 impl Master {
-    pub(super) fn agent_register_impl(
+    /// A new agent registers on `conn`. Assigns an id, persists it, answers `Registered`.
+    pub fn agent_register(
         &mut self,
         now: Now,
         conn: ConnId,
@@ -98,7 +99,8 @@ impl Master {
         Ok(reported)
     }
 
-    pub(super) fn agent_reregister_impl(
+    /// A known agent (or one recovering after a master restart) re-registers with its tasks.
+    pub fn agent_reregister(
         &mut self,
         now: Now,
         conn: ConnId,
@@ -291,7 +293,8 @@ impl Master {
         }
     }
 
-    pub(super) fn agent_heartbeat_impl(&mut self, now: Now, conn: ConnId) {
+    /// The agent on `conn` is alive.
+    pub fn agent_heartbeat(&mut self, now: Now, conn: ConnId) {
         let Some(agent_id) = self.agents.id_of_conn(conn) else {
             debug!(conn = conn.0, "heartbeat on an unregistered connection");
             return;
@@ -320,7 +323,8 @@ impl Master {
         Ok(agent_id)
     }
 
-    pub(super) fn agent_status_update_impl(
+    /// The agent on `conn` reports a task status; forwarded to the framework.
+    pub fn agent_status_update(
         &mut self,
         now: Now,
         conn: ConnId,
@@ -406,7 +410,8 @@ impl Master {
         Ok(())
     }
 
-    pub(super) fn agent_resource_update_impl(
+    /// The agent on `conn` reports a change of its total resources.
+    pub fn agent_resource_update(
         &mut self,
         now: Now,
         conn: ConnId,
@@ -440,7 +445,9 @@ impl Master {
         Ok(())
     }
 
-    pub(super) fn agent_disconnected_impl(&mut self, now: Now, conn: ConnId) {
+    /// The agent stream `conn` ended. The agent becomes unreachable only after the
+    /// missed-heartbeat limit, so a quick reconnect changes nothing for its tasks.
+    pub fn agent_disconnected(&mut self, now: Now, conn: ConnId) {
         let Some(agent_id) = self.agents.detach(conn) else {
             return;
         };
@@ -448,11 +455,8 @@ impl Master {
         self.rescind_agent_offers(now.instant, &agent_id);
     }
 
-    pub(super) fn drain_agent_impl(
-        &mut self,
-        now: Now,
-        agent_id: &AgentId,
-    ) -> Result<(), MasterError> {
+    /// Stops offering the agent's resources and kills its tasks so frameworks move them.
+    pub fn drain_agent(&mut self, now: Now, agent_id: &AgentId) -> Result<(), MasterError> {
         validation::id("agent_id", agent_id.as_str())?;
         let Some(agent) = self.agents.get(agent_id) else {
             return Err(MasterError::UnknownAgent(agent_id.clone()));

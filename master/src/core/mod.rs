@@ -7,6 +7,18 @@
 //!
 //! Connections are named by [`ConnId`], allocated by the shell: one per agent stream and one
 //! per framework subscription stream.
+//!
+//! Where each entry point of [`Master`] lives:
+//! - `agent_calls`: `agent_register`, `agent_reregister`, `agent_heartbeat`,
+//!   `agent_status_update`, `agent_resource_update`, `agent_disconnected`, `drain_agent`;
+//! - `scheduler_calls`: `subscribe`, `framework_disconnected`, `accept`, `decline`, `revive`,
+//!   `suppress`, `kill`, `acknowledge`, `reconcile`, `teardown`;
+//! - `timers`: `next_deadline`, `tick`; `view`: `state`, `metrics`.
+//!
+//! The books they work on: `agents`, `frameworks`, `offers` (offer lifecycle: made, accepted,
+//! declined, rescinded, expired), `filters`, `tasks`, `awaiting` (kills and questions held for
+//! disconnected agents); `accounting` keeps the books consistent with each other, `allocator`
+//! and `allocation` are DRF, `recovery` rebuilds the books from the registry.
 
 mod accounting;
 mod agent_calls;
@@ -40,7 +52,6 @@ use agora_proto::v1;
 use agora_proto::{AgentId, FrameworkId, OfferId, TaskId};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::time::Instant;
 
 use agents::AgentBook;
 use awaiting::AwaitingBook;
@@ -318,170 +329,5 @@ impl Master {
     /// Drains the commands produced since the last call, in order.
     pub fn take_commands(&mut self) -> Vec<Command> {
         std::mem::take(&mut self.commands)
-    }
-
-    /// When [`Master::tick`] must be called next at the latest.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.next_deadline_impl()
-    }
-
-    /// Runs due timers: missed agent heartbeats, offer timeouts, filter and failover expiry,
-    /// framework and agent heartbeats, and allocation when due.
-    pub fn tick(&mut self, now: Now) -> TickReport {
-        self.tick_impl(now)
-    }
-
-    // ----- agents -----------------------------------------------------------------------
-
-    /// A new agent registers on `conn`. Assigns an id, persists it, answers `Registered`.
-    pub fn agent_register(
-        &mut self,
-        now: Now,
-        conn: ConnId,
-        agent: v1::AgentInfo,
-    ) -> Result<AgentId, MasterError> {
-        self.agent_register_impl(now, conn, agent)
-    }
-
-    /// A known agent (or one recovering after a master restart) re-registers with its tasks.
-    pub fn agent_reregister(
-        &mut self,
-        now: Now,
-        conn: ConnId,
-        reregister: v1::Reregister,
-    ) -> Result<AgentId, MasterError> {
-        self.agent_reregister_impl(now, conn, reregister)
-    }
-
-    /// The agent on `conn` is alive.
-    pub fn agent_heartbeat(&mut self, now: Now, conn: ConnId) {
-        self.agent_heartbeat_impl(now, conn)
-    }
-
-    /// The agent on `conn` reports a task status; forwarded to the framework.
-    pub fn agent_status_update(
-        &mut self,
-        now: Now,
-        conn: ConnId,
-        update: v1::StatusUpdate,
-    ) -> Result<(), MasterError> {
-        self.agent_status_update_impl(now, conn, update)
-    }
-
-    /// The agent on `conn` reports a change of its total resources.
-    pub fn agent_resource_update(
-        &mut self,
-        now: Now,
-        conn: ConnId,
-        update: v1::ResourceUpdate,
-    ) -> Result<(), MasterError> {
-        self.agent_resource_update_impl(now, conn, update)
-    }
-
-    /// The agent stream `conn` ended. The agent becomes unreachable only after the
-    /// missed-heartbeat limit, so a quick reconnect changes nothing for its tasks.
-    pub fn agent_disconnected(&mut self, now: Now, conn: ConnId) {
-        self.agent_disconnected_impl(now, conn)
-    }
-
-    // ----- frameworks -------------------------------------------------------------------
-
-    /// A framework subscribes on stream `conn` (first time, or failing over with its id).
-    /// Emits `Subscribed` on `conn` first, and closes any older stream of the same framework.
-    pub fn subscribe(
-        &mut self,
-        now: Now,
-        conn: ConnId,
-        framework: v1::FrameworkInfo,
-    ) -> Result<v1::Subscribed, MasterError> {
-        self.subscribe_impl(now, conn, framework, false)
-    }
-
-    /// [`Master::subscribe`] with the request's `suppressed` flag: when set, the framework
-    /// starts (or, failing over, stays) suppressed and gets no offers until it revives.
-    pub fn subscribe_suppressed(
-        &mut self,
-        now: Now,
-        conn: ConnId,
-        framework: v1::FrameworkInfo,
-        suppressed: bool,
-    ) -> Result<v1::Subscribed, MasterError> {
-        self.subscribe_impl(now, conn, framework, suppressed)
-    }
-
-    /// The subscription stream `conn` ended; the framework's failover timer starts if it was
-    /// the current one.
-    pub fn framework_disconnected(&mut self, now: Now, conn: ConnId) {
-        self.framework_disconnected_impl(now, conn)
-    }
-
-    /// Launches tasks on offered resources. Validates everything before changing anything.
-    pub fn accept(
-        &mut self,
-        now: Now,
-        request: v1::AcceptRequest,
-    ) -> Result<v1::AcceptResponse, MasterError> {
-        self.accept_impl(now, request)
-    }
-
-    /// Returns offers and filters their resources for `refuse_seconds`.
-    pub fn decline(&mut self, now: Now, request: v1::DeclineRequest) -> Result<(), MasterError> {
-        self.decline_impl(now, request)
-    }
-
-    /// Clears the framework's filters and resumes offers.
-    pub fn revive(&mut self, now: Now, request: v1::ReviveRequest) -> Result<(), MasterError> {
-        self.revive_impl(now, request)
-    }
-
-    /// Stops offers to the framework until it revives.
-    pub fn suppress(&mut self, now: Now, request: v1::SuppressRequest) -> Result<(), MasterError> {
-        self.suppress_impl(now, request)
-    }
-
-    /// Kills a task.
-    pub fn kill(&mut self, now: Now, request: v1::KillRequest) -> Result<(), MasterError> {
-        self.kill_impl(now, request)
-    }
-
-    /// Acknowledges a status update; forwarded to the agent.
-    pub fn acknowledge(
-        &mut self,
-        now: Now,
-        request: v1::AcknowledgeRequest,
-    ) -> Result<(), MasterError> {
-        self.acknowledge_impl(now, request)
-    }
-
-    /// Answers with the latest known state of the listed tasks, or of all of the framework's
-    /// tasks when none are listed, as `Update` events.
-    pub fn reconcile(
-        &mut self,
-        now: Now,
-        request: v1::ReconcileRequest,
-    ) -> Result<(), MasterError> {
-        self.reconcile_impl(now, request)
-    }
-
-    /// Removes the framework: kills its tasks, rescinds its offers, closes its stream.
-    pub fn teardown(&mut self, now: Now, request: v1::TeardownRequest) -> Result<(), MasterError> {
-        self.teardown_impl(now, request)
-    }
-
-    // ----- operators --------------------------------------------------------------------
-
-    /// Stops offering the agent's resources and kills its tasks so frameworks move them.
-    pub fn drain_agent(&mut self, now: Now, agent_id: &AgentId) -> Result<(), MasterError> {
-        self.drain_agent_impl(now, agent_id)
-    }
-
-    /// The cluster as operators see it.
-    pub fn state(&self) -> v1::ClusterState {
-        self.state_impl()
-    }
-
-    /// Counts for `/metrics`.
-    pub fn metrics(&self) -> MasterMetrics {
-        self.metrics_impl()
     }
 }

@@ -29,7 +29,11 @@ struct ValidTask {
 }
 
 impl Master {
-    pub(super) fn subscribe_impl(
+    /// A framework subscribes on stream `conn` (first time, or failing over with its id).
+    /// Emits `Subscribed` on `conn` first, and closes any older stream of the same framework.
+    /// With `suppressed` (the request's flag) the framework starts, or failing over stays,
+    /// suppressed and gets no offers until it revives.
+    pub fn subscribe(
         &mut self,
         now: Now,
         conn: ConnId,
@@ -137,7 +141,9 @@ impl Master {
         }
     }
 
-    pub(super) fn framework_disconnected_impl(&mut self, now: Now, conn: ConnId) {
+    /// The subscription stream `conn` ended; the framework's failover timer starts if it was
+    /// the current one.
+    pub fn framework_disconnected(&mut self, now: Now, conn: ConnId) {
         let Some(framework_id) = self.frameworks.by_conn.remove(&conn) else {
             return;
         };
@@ -211,11 +217,8 @@ impl Master {
         conn
     }
 
-    pub(super) fn teardown_impl(
-        &mut self,
-        now: Now,
-        request: v1::TeardownRequest,
-    ) -> Result<(), MasterError> {
+    /// Removes the framework: kills its tasks, rescinds its offers, closes its stream.
+    pub fn teardown(&mut self, now: Now, request: v1::TeardownRequest) -> Result<(), MasterError> {
         let framework_id = self.check_caller(request.header.as_ref())?;
         if let Some(conn) = self.remove_framework(now, &framework_id, "torn down") {
             self.commands.push(Command::CloseFramework {
@@ -311,7 +314,8 @@ impl Master {
         }
     }
 
-    pub(super) fn accept_impl(
+    /// Launches tasks on offered resources. Validates everything before changing anything.
+    pub fn accept(
         &mut self,
         now: Now,
         request: v1::AcceptRequest,
@@ -547,11 +551,8 @@ impl Master {
         Ok(valid)
     }
 
-    pub(super) fn decline_impl(
-        &mut self,
-        now: Now,
-        request: v1::DeclineRequest,
-    ) -> Result<(), MasterError> {
+    /// Returns offers and filters their resources for `refuse_seconds`.
+    pub fn decline(&mut self, now: Now, request: v1::DeclineRequest) -> Result<(), MasterError> {
         let framework_id = self.check_caller(request.header.as_ref())?;
         let refuse = self.refuse_duration(request.filters.as_ref())?;
         let offer_ids = self.outstanding_offers(&framework_id, &request.offer_ids)?;
@@ -586,11 +587,8 @@ impl Master {
         self.schedule_allocation(now.instant);
     }
 
-    pub(super) fn revive_impl(
-        &mut self,
-        now: Now,
-        request: v1::ReviveRequest,
-    ) -> Result<(), MasterError> {
+    /// Clears the framework's filters and resumes offers.
+    pub fn revive(&mut self, now: Now, request: v1::ReviveRequest) -> Result<(), MasterError> {
         let framework_id = self.check_caller(request.header.as_ref())?;
         let cleared = self.filters.clear_framework(&framework_id);
         if let Some(framework) = self.frameworks.get_mut(&framework_id) {
@@ -601,11 +599,8 @@ impl Master {
         Ok(())
     }
 
-    pub(super) fn suppress_impl(
-        &mut self,
-        _now: Now,
-        request: v1::SuppressRequest,
-    ) -> Result<(), MasterError> {
+    /// Stops offers to the framework until it revives.
+    pub fn suppress(&mut self, _now: Now, request: v1::SuppressRequest) -> Result<(), MasterError> {
         let framework_id = self.check_caller(request.header.as_ref())?;
         if let Some(framework) = self.frameworks.get_mut(&framework_id) {
             framework.suppressed = true;
@@ -646,11 +641,8 @@ impl Master {
         )
     }
 
-    pub(super) fn kill_impl(
-        &mut self,
-        now: Now,
-        request: v1::KillRequest,
-    ) -> Result<(), MasterError> {
+    /// Kills a task.
+    pub fn kill(&mut self, now: Now, request: v1::KillRequest) -> Result<(), MasterError> {
         let framework_id = self.check_caller(request.header.as_ref())?;
         validation::id("task_id", &request.task_id)?;
         validation::optional_id("agent_id", &request.agent_id)?;
@@ -718,7 +710,8 @@ impl Master {
         Ok(())
     }
 
-    pub(super) fn acknowledge_impl(
+    /// Acknowledges a status update; forwarded to the agent.
+    pub fn acknowledge(
         &mut self,
         _now: Now,
         request: v1::AcknowledgeRequest,
@@ -791,7 +784,9 @@ impl Master {
         status
     }
 
-    pub(super) fn reconcile_impl(
+    /// Answers with the latest known state of the listed tasks, or of all of the framework's
+    /// tasks when none are listed, as `Update` events.
+    pub fn reconcile(
         &mut self,
         now: Now,
         request: v1::ReconcileRequest,

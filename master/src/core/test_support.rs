@@ -121,7 +121,7 @@ impl Harness {
         let now = self.now();
         let subscribed = self
             .master
-            .subscribe(now, conn, info)
+            .subscribe(now, conn, info, false)
             .expect("framework subscribes");
         TestFramework {
             id: FrameworkId::new(subscribed.framework_id),

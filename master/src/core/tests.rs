@@ -482,7 +482,7 @@ fn failover_expiry_removes_the_framework_and_shuts_its_tasks_down() {
     let conn = harness.conn();
     let now = harness.now();
     assert_eq!(
-        harness.master.subscribe(now, conn, info),
+        harness.master.subscribe(now, conn, info, false),
         Err(MasterError::FrameworkRemoved(framework.id.clone()))
     );
 }
@@ -1409,7 +1409,7 @@ fn registry_recovery_waits_for_agents_and_frameworks() {
     let mut old = framework_info("old", "");
     old.id = "fw-old".into();
     assert_eq!(
-        harness.master.subscribe(harness.now(), conn, old),
+        harness.master.subscribe(harness.now(), conn, old, false),
         Err(MasterError::FrameworkRemoved(FrameworkId::new("fw-old")))
     );
 }
@@ -1536,7 +1536,7 @@ fn subscribe_validates_the_failover_timeout() {
     let mut info = framework_info("fw", "");
     info.failover_timeout_seconds = f64::NAN;
     let conn = harness.conn();
-    let result = harness.master.subscribe(harness.now(), conn, info);
+    let result = harness.master.subscribe(harness.now(), conn, info, false);
     assert!(
         matches!(&result, Err(MasterError::InvalidField { field, .. })
         if field == "framework.failover_timeout_seconds")
@@ -1755,7 +1755,11 @@ fn subscribe_with_an_absurd_failover_timeout_or_oversized_fields_is_refused() {
         mutate(&mut info);
         let conn = harness.conn();
         let now = harness.now();
-        assert_invalid(harness.master.subscribe(now, conn, info), field, reason);
+        assert_invalid(
+            harness.master.subscribe(now, conn, info, false),
+            field,
+            reason,
+        );
         assert!(harness.master.take_commands().is_empty());
         assert_eq!(harness.master.state(), before);
     }
@@ -2075,7 +2079,7 @@ fn a_subscription_says_whether_the_framework_starts_suppressed_even_on_failover(
     let now = harness.now();
     let subscribed = harness
         .master
-        .subscribe_suppressed(now, conn, framework_info("fw", ""), true)
+        .subscribe(now, conn, framework_info("fw", ""), true)
         .expect("subscribes suppressed");
     assert!(
         offers_for(&harness.allocate(), conn).is_empty(),
@@ -2089,7 +2093,7 @@ fn a_subscription_says_whether_the_framework_starts_suppressed_even_on_failover(
     let now = harness.now();
     harness
         .master
-        .subscribe_suppressed(now, failover_conn, info.clone(), false)
+        .subscribe(now, failover_conn, info.clone(), false)
         .expect("fails over");
     assert_eq!(offers_for(&harness.allocate(), failover_conn).len(), 1);
 
@@ -2098,7 +2102,7 @@ fn a_subscription_says_whether_the_framework_starts_suppressed_even_on_failover(
     let now = harness.now();
     harness
         .master
-        .subscribe_suppressed(now, suppressed_conn, info, true)
+        .subscribe(now, suppressed_conn, info, true)
         .expect("fails over suppressed");
     assert!(offers_for(&harness.allocate(), suppressed_conn).is_empty());
     let state = harness.master.state();

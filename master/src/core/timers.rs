@@ -38,7 +38,8 @@ impl Timers {
 }
 
 impl Master {
-    pub(super) fn next_deadline_impl(&self) -> Option<Instant> {
+    /// When [`Master::tick`] must be called next at the latest.
+    pub fn next_deadline(&self) -> Option<Instant> {
         let timers = &self.timers;
         [
             Some(timers.next_agent_check),
@@ -55,7 +56,9 @@ impl Master {
         .min()
     }
 
-    pub(super) fn tick_impl(&mut self, now: Now) -> TickReport {
+    /// Runs due timers: missed agent heartbeats, offer timeouts, filter and failover expiry,
+    /// framework and agent heartbeats, and allocation when due.
+    pub fn tick(&mut self, now: Now) -> TickReport {
         let instant = now.instant;
 
         if instant >= self.timers.next_agent_check {

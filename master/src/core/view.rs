@@ -9,7 +9,8 @@ use super::frameworks::FrameworkConnection;
 use super::{Master, MasterMetrics};
 
 impl Master {
-    pub(super) fn state_impl(&self) -> v1::ClusterState {
+    /// The cluster as operators see it.
+    pub fn state(&self) -> v1::ClusterState {
         let agents = self
             .agents
             .agents
@@ -59,7 +60,8 @@ impl Master {
         }
     }
 
-    pub(super) fn metrics_impl(&self) -> MasterMetrics {
+    /// Counts for `/metrics`.
+    pub fn metrics(&self) -> MasterMetrics {
         let mut metrics = MasterMetrics {
             offers_outstanding: self.offers.len() as u64,
             offers_made_total: self.offers.made_total(),
