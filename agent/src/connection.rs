@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::core::Input;
 use crate::durations::clamped_seconds;
 use crate::shell::AgentEvent;
 
@@ -158,7 +159,7 @@ async fn session(
                 Ok(Some(message)) => {
                     last_heard = tokio::time::Instant::now();
                     if let Some(message) = message.message {
-                        events.send(AgentEvent::Master(message)).await.map_err(|_| SessionEnd::AgentStopped)?;
+                        events.send(AgentEvent::Core(Input::Master(message))).await.map_err(|_| SessionEnd::AgentStopped)?;
                     }
                 }
                 Ok(None) => return Err(failed("master closed the stream".to_owned())),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_proto::AgentId;
-use agora_proto::v1::{AgentMessage, HealthCheck, agent_message, master_message};
+use agora_proto::v1::{AgentMessage, HealthCheck, agent_message};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
@@ -18,9 +18,9 @@ use tracing::Instrument;
 use crate::checkpoint::CheckpointStore;
 use crate::config::AgentConfig;
 use crate::core::{AgentCore, Command, Input, Step, task_span};
-use crate::error::{AgentError, RuntimeError};
+use crate::error::AgentError;
 use crate::health::{HealthPolicy, HealthTracker, ProbeTarget, probe};
-use crate::runtime::{ContainerHandle, ContainerState, ExitStatus, Runtime};
+use crate::runtime::{ContainerHandle, ContainerState, Runtime};
 use crate::snapshot::AgentSnapshot;
 use crate::task_key::TaskKey;
 
@@ -30,8 +30,9 @@ pub(crate) const EVENT_CAPACITY: usize = 1024;
 /// Everything the shell's loop reacts to.
 #[derive(Debug)]
 pub(crate) enum AgentEvent {
-    /// A message from the master.
-    Master(master_message::Message),
+    /// An input for the core as it is: a master message, or what the runtime and the health
+    /// checks report (launched, progress, exited, health).
+    Core(Input),
     /// The master accepted our (re-)registration; `outbound` reaches it until the next
     /// `Disconnected`.
     Connected {
@@ -42,25 +43,6 @@ pub(crate) enum AgentEvent {
     Disconnected,
     /// The connection asks for the `Register` or `Reregister` message to open with.
     RegistrationMessage(oneshot::Sender<AgentMessage>),
-    /// A launch finished.
-    Launched {
-        key: TaskKey,
-        result: Result<ContainerHandle, RuntimeError>,
-    },
-    /// Launch progress (image pull).
-    Progress { key: TaskKey, message: String },
-    /// A container or process ended.
-    Exited {
-        key: TaskKey,
-        container_id: String,
-        exit: ExitStatus,
-    },
-    /// A health check changed its verdict.
-    Health {
-        key: TaskKey,
-        container_id: String,
-        healthy: bool,
-    },
     /// A read of the agent's state, for `/state`, `/metrics` and tests.
     Snapshot(oneshot::Sender<AgentSnapshot>),
 }
@@ -143,7 +125,7 @@ impl AgentShell {
 
     async fn on_event(&mut self, event: AgentEvent) -> Result<(), AgentError> {
         let input = match event {
-            AgentEvent::Master(message) => Input::Master(message),
+            AgentEvent::Core(input) => input,
             AgentEvent::Connected { agent_id, outbound } => {
                 self.outbound = Some(outbound);
                 Input::Connected { agent_id }
@@ -159,26 +141,6 @@ impl AgentShell {
                 );
                 return Ok(());
             }
-            AgentEvent::Launched { key, result } => Input::Launched { key, result },
-            AgentEvent::Progress { key, message } => Input::Progress { key, message },
-            AgentEvent::Exited {
-                key,
-                container_id,
-                exit,
-            } => Input::Exited {
-                key,
-                container_id,
-                exit,
-            },
-            AgentEvent::Health {
-                key,
-                container_id,
-                healthy,
-            } => Input::Health {
-                key,
-                container_id,
-                healthy,
-            },
             AgentEvent::Snapshot(reply) => {
                 let mut snapshot = self.core.snapshot();
                 snapshot.metrics.status_updates_sent = self.status_updates_sent;
@@ -262,13 +224,15 @@ impl AgentShell {
                         let progress_events = events.clone();
                         let progress_key = key.clone();
                         let progress = move |message: String| {
-                            let _ = progress_events.try_send(AgentEvent::Progress {
+                            let _ = progress_events.try_send(AgentEvent::Core(Input::Progress {
                                 key: progress_key.clone(),
                                 message,
-                            });
+                            }));
                         };
                         let result = runtime.launch(&spec, &progress).await;
-                        let _ = events.send(AgentEvent::Launched { key, result }).await;
+                        let _ = events
+                            .send(AgentEvent::Core(Input::Launched { key, result }))
+                            .await;
                     }
                     .instrument(span),
                 );
@@ -281,11 +245,11 @@ impl AgentShell {
                     async move {
                         let exit = runtime.wait(&handle).await;
                         let _ = events
-                            .send(AgentEvent::Exited {
+                            .send(AgentEvent::Core(Input::Exited {
                                 key,
                                 container_id: handle.container_id,
                                 exit,
-                            })
+                            }))
                             .await;
                     }
                     .instrument(span),
@@ -383,11 +347,11 @@ impl AgentShell {
                 loop {
                     let passed = probe(&check, &target, policy.timeout).await;
                     if let Some(healthy) = tracker.observe(started.elapsed(), passed) {
-                        let event = AgentEvent::Health {
+                        let event = AgentEvent::Core(Input::Health {
                             key: task.clone(),
                             container_id: handle.container_id.clone(),
                             healthy,
-                        };
+                        });
                         if events.send(event).await.is_err() {
                             return;
                         }
@@ -553,12 +517,12 @@ mod tests {
             labels: [(SIM_DURATION_LABEL.to_owned(), "300".to_owned())].into(),
             ..Default::default()
         };
-        let launch = master_message::Message::LaunchTasks(LaunchTasks {
+        let launch = agora_proto::v1::master_message::Message::LaunchTasks(LaunchTasks {
             framework_id: "fw".to_owned(),
             tasks: vec![task],
         });
         events
-            .send(AgentEvent::Master(launch))
+            .send(AgentEvent::Core(Input::Master(launch)))
             .await
             .expect("agent runs");
 
@@ -572,13 +536,13 @@ mod tests {
             assert_eq!(started.elapsed(), RESEND * resend);
         }
 
-        let ack = master_message::Message::AckStatus(AckStatus {
+        let ack = agora_proto::v1::master_message::Message::AckStatus(AckStatus {
             framework_id: "fw".to_owned(),
             task_id: "web".to_owned(),
             uuid: starting.uuid.clone(),
         });
         events
-            .send(AgentEvent::Master(ack))
+            .send(AgentEvent::Core(Input::Master(ack)))
             .await
             .expect("agent runs");
         let running = next_update(&mut to_master).await;

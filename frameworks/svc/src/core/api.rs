@@ -10,7 +10,7 @@ use super::model::{
     ActionKind, AppState, Deployment, DeploymentAction, LaunchBackoff, PreviousApp, StoredApp,
 };
 use super::offers::app_constraints;
-use super::{StoreWrite, SvcCore};
+use super::{AppId, DeploymentId, StoreWrite, SvcCore};
 use crate::app::{AppDefinition, PathId, ValidationErrors};
 
 /// Why the core refused an API request.
@@ -99,7 +99,7 @@ impl SvcCore {
         now: f64,
     ) -> Result<DeploymentRef, ApiError> {
         let app_id = definition.id.as_str().to_owned();
-        if self.apps.contains_key(&app_id) {
+        if self.apps.contains_key(app_id.as_str()) {
             return Err(ApiError::AppExists(app_id));
         }
         self.check_definitions(std::slice::from_ref(&definition))?;
@@ -245,7 +245,7 @@ impl SvcCore {
         for previous in &deployment.previous {
             match &previous.before {
                 None => {
-                    if self.apps.contains_key(&previous.app_id) {
+                    if self.apps.contains_key(previous.app_id.as_str()) {
                         changes.push(Change::Destroy {
                             app_id: previous.app_id.clone(),
                         });
@@ -338,9 +338,9 @@ impl SvcCore {
         now: f64,
     ) -> Result<DeploymentRef, ApiError> {
         let affected: Vec<String> = changes.iter().map(Change::app_id).collect();
-        let mut locking: BTreeSet<String> = BTreeSet::new();
+        let mut locking: BTreeSet<DeploymentId> = BTreeSet::new();
         for app_id in &affected {
-            let holders: Vec<String> = self
+            let holders: Vec<DeploymentId> = self
                 .deployments
                 .running_affecting(app_id)
                 .map(|deployment| deployment.id.clone())
@@ -348,7 +348,7 @@ impl SvcCore {
             if !holders.is_empty() && !force {
                 return Err(ApiError::Locked {
                     app_id: app_id.clone(),
-                    deployments: holders,
+                    deployments: holders.iter().map(ToString::to_string).collect(),
                 });
             }
             locking.extend(holders);
@@ -383,7 +383,7 @@ impl SvcCore {
             });
             let (action, step) = match change {
                 Change::Destroy { .. } => {
-                    if let Some(app) = self.apps.get_mut(&app_id) {
+                    if let Some(app) = self.apps.get_mut(app_id.as_str()) {
                         app.deleting = true;
                         app.version = version.clone();
                     }
@@ -411,14 +411,14 @@ impl SvcCore {
             previous,
             now,
         );
-        tracing::info!(deployment_id, apps = ?affected, version, "deployment started");
+        tracing::info!(deployment_id = deployment_id.as_str(), apps = ?affected, version, "deployment started");
         let payload = deployment_payload(&deployment);
         self.deployments.insert(deployment);
         self.persist_deployment(&deployment_id);
         self.emit("deployment_info", now, payload);
         self.drive(now);
         Ok(DeploymentRef {
-            deployment_id,
+            deployment_id: deployment_id.to_string(),
             version,
         })
     }
@@ -433,7 +433,7 @@ impl SvcCore {
         let app_id = definition.id.as_str().to_owned();
         definition.version = Some(version.to_owned());
         self.versions
-            .entry(app_id.clone())
+            .entry(AppId::new(app_id.clone()))
             .or_default()
             .insert(version.to_owned(), definition.to_json());
         self.writes.push(StoreWrite::PutVersion {
@@ -444,10 +444,10 @@ impl SvcCore {
         let reusable = (!restart)
             .then(|| self.equivalent_config_version(&app_id, &definition))
             .flatten();
-        match self.apps.get_mut(&app_id) {
+        match self.apps.get_mut(app_id.as_str()) {
             None => {
                 self.apps.insert(
-                    app_id,
+                    AppId::new(app_id),
                     AppState {
                         definition,
                         version: version.to_owned(),

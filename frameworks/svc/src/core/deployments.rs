@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::model::Deployment;
+use super::model::{Deployment, DeploymentId};
 use super::plan::{DeploymentPlan, plan_deployment};
 use super::{StoreWrite, SvcCore};
 
@@ -13,7 +13,7 @@ use super::{StoreWrite, SvcCore};
 /// `status` and the API.
 #[derive(Debug, Default)]
 pub struct DeploymentBook {
-    by_id: BTreeMap<String, Deployment>,
+    by_id: BTreeMap<DeploymentId, Deployment>,
 }
 
 impl DeploymentBook {
@@ -59,7 +59,7 @@ impl DeploymentBook {
 
     /// Forgets the oldest finished deployments beyond `kept`; returns their ids.
     pub fn remove_oldest_finished(&mut self, kept: usize) -> Vec<String> {
-        let mut finished: Vec<(f64, String)> = self
+        let mut finished: Vec<(f64, DeploymentId)> = self
             .iter()
             .filter(|deployment| deployment.state().is_finished())
             .map(|deployment| (deployment.finished_at.unwrap_or(0.0), deployment.id.clone()))
@@ -69,7 +69,7 @@ impl DeploymentBook {
         }
         finished.sort_by(|left, right| left.0.total_cmp(&right.0));
         let excess = finished.len() - kept;
-        let removed: Vec<String> = finished
+        let removed: Vec<DeploymentId> = finished
             .into_iter()
             .take(excess)
             .map(|(_, id)| id)
@@ -77,14 +77,14 @@ impl DeploymentBook {
         for id in &removed {
             self.by_id.remove(id);
         }
-        removed
+        removed.into_iter().map(String::from).collect()
     }
 }
 
 impl SvcCore {
     /// Moves running deployments: notes progress, advances steps, ends them.
     pub(super) fn advance_deployments(&mut self, now: f64) {
-        let running: Vec<String> = self
+        let running: Vec<DeploymentId> = self
             .deployments
             .running()
             .map(|deployment| deployment.id.clone())

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, json};
 
 use super::plan::{AppPlan, plan_app};
-use super::{StoreWrite, SvcCore};
+use super::{AppId, DeploymentId, StoreWrite, SvcCore};
 
 impl SvcCore {
     /// The plan of an app, or `None` while a deployment holds it back.
@@ -34,7 +34,7 @@ impl SvcCore {
     /// deployments on and decides whether the framework wants offers.
     pub(super) fn drive(&mut self, now: f64) {
         self.expire_instances(now);
-        let app_ids: Vec<String> = self.apps.keys().cloned().collect();
+        let app_ids: Vec<AppId> = self.apps.keys().cloned().collect();
         self.wanting.clear();
         for app_id in &app_ids {
             self.drive_one(app_id, now);
@@ -52,20 +52,20 @@ impl SvcCore {
     /// [`SvcCore::tick`], which drives everything; at 100,000 instances planning every app
     /// after every update was the framework's whole CPU.
     pub(super) fn drive_app(&mut self, app_id: &str, now: f64) {
-        self.drive_apps(&BTreeSet::from([app_id.to_owned()]), now);
+        self.drive_apps(&BTreeSet::from([AppId::new(app_id)]), now);
     }
 
     /// [`SvcCore::drive_app`] for several apps at once: each app, each running deployment
     /// that includes any of them and each app of a deployment whose step moved is planned
     /// once.
-    pub(super) fn drive_apps(&mut self, app_ids: &BTreeSet<String>, now: f64) {
+    pub(super) fn drive_apps(&mut self, app_ids: &BTreeSet<AppId>, now: f64) {
         if app_ids.is_empty() {
             return;
         }
         for app_id in app_ids {
             self.drive_one(app_id, now);
         }
-        let deployments: Vec<String> = self
+        let deployments: Vec<DeploymentId> = self
             .deployments
             .running()
             .filter(|deployment| {
@@ -75,7 +75,7 @@ impl SvcCore {
             })
             .map(|deployment| deployment.id.clone())
             .collect();
-        let mut driven: BTreeSet<String> = app_ids.clone();
+        let mut driven: BTreeSet<AppId> = app_ids.clone();
         for id in &deployments {
             let before = self
                 .deployments
@@ -88,10 +88,10 @@ impl SvcCore {
                 .map(|deployment| (deployment.current_step, deployment.is_running()));
             // A step moved on (or the deployment ended): the apps it held back may act now.
             if after.map(|(step, _)| step) != before || after.is_some_and(|(_, running)| !running) {
-                let apps: Vec<String> = self
+                let apps: Vec<AppId> = self
                     .deployments
                     .get(id)
-                    .map(|deployment| deployment.affected_apps().map(str::to_owned).collect())
+                    .map(|deployment| deployment.affected_apps().map(AppId::new).collect())
                     .unwrap_or_default();
                 for other in apps {
                     if driven.insert(other.clone()) {

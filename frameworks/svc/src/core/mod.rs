@@ -48,7 +48,7 @@ pub use api::{ApiError, DeploymentRef};
 pub use deployments::DeploymentBook;
 pub use instances::InstanceBook;
 pub use model::{
-    ActionKind, AppId, AppState, Deployment, DeploymentAction, DeploymentState,
+    ActionKind, AppId, AppState, Deployment, DeploymentAction, DeploymentId, DeploymentState,
     IllegalDeploymentTransition, IllegalInstanceTransition, Instance, InstanceState,
     InstanceTransition, KillReason, KillRequest, LaunchBackoff, PreviousApp, StoredApp,
 };
@@ -187,15 +187,15 @@ pub struct SvcCore {
     subscribed: bool,
     /// Whether this process has subscribed before (a later subscription is a reconnect).
     subscribed_before: bool,
-    apps: BTreeMap<String, AppState>,
+    apps: BTreeMap<AppId, AppState>,
     /// App id -> version -> definition JSON.
-    versions: BTreeMap<String, BTreeMap<String, Value>>,
+    versions: BTreeMap<AppId, BTreeMap<String, Value>>,
     /// Every instance, by app, task and agent.
     instances: InstanceBook,
     /// Apps that could launch when last driven (decides revive and suppress).
-    wanting: BTreeSet<String>,
+    wanting: BTreeSet<AppId>,
     deployments: DeploymentBook,
-    agents: HashMap<String, KnownAgent>,
+    agents: HashMap<AgentId, KnownAgent>,
     suppressed: bool,
     last_offers_at: Option<f64>,
     last_version: String,
@@ -245,7 +245,7 @@ impl SvcCore {
                 core.last_version = stored.version.clone();
             }
             core.apps.insert(
-                app_id,
+                AppId::new(app_id),
                 AppState {
                     definition: parsed.app,
                     version: stored.version,
@@ -260,7 +260,7 @@ impl SvcCore {
         }
         for (app_id, version, definition) in state.versions {
             core.versions
-                .entry(app_id)
+                .entry(AppId::new(app_id))
                 .or_default()
                 .insert(version, definition);
         }
@@ -368,8 +368,9 @@ impl SvcCore {
         format!("{name}.{}", uuid.simple())
     }
 
-    fn new_deployment_id(&mut self) -> String {
-        uuid::Uuid::from_u128(self.rng.random::<u128>() & !(0xF << 76) | (0x4 << 76)).to_string()
+    fn new_deployment_id(&mut self) -> DeploymentId {
+        let uuid = uuid::Uuid::from_u128(self.rng.random::<u128>() & !(0xF << 76) | (0x4 << 76));
+        DeploymentId::new(uuid.to_string())
     }
 
     fn emit(

@@ -10,53 +10,77 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppDefinition;
 
-/// An app's path id as the core keys its apps and instances by (`/prod/web`, the form of
-/// [`crate::app::PathId`] once validated). Stored as a plain string.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct AppId(String);
+/// A string id with its own type, so an app id is never passed where a deployment id is
+/// expected. Stored as a plain string.
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
 
-impl AppId {
-    /// Wraps a path id.
-    pub fn new(id: impl Into<String>) -> Self {
-        AppId(id.into())
-    }
+        impl $name {
+            /// Wraps an id.
+            pub fn new(id: impl Into<String>) -> Self {
+                $name(id.into())
+            }
 
-    /// The id as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> Self {
+                $name(id.to_owned())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                $name(id)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+    };
 }
 
-impl fmt::Display for AppId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+string_id!(
+    /// An app's path id as the core keys its apps and instances by (`/prod/web`, the form of
+    /// [`crate::app::PathId`] once validated).
+    AppId
+);
 
-impl From<&str> for AppId {
-    fn from(id: &str) -> Self {
-        AppId(id.to_owned())
-    }
-}
-
-impl From<String> for AppId {
-    fn from(id: String) -> Self {
-        AppId(id)
-    }
-}
-
-impl From<AppId> for String {
-    fn from(id: AppId) -> String {
-        id.0
-    }
-}
-
-impl std::borrow::Borrow<str> for AppId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
+string_id!(
+    /// A deployment's id (a UUID).
+    DeploymentId
+);
 
 /// An app as the daemon drives it: the definition it converges to and its bookkeeping.
 #[derive(Debug, Clone)]
@@ -468,7 +492,7 @@ pub struct PreviousApp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
     /// Unique id.
-    pub id: String,
+    pub id: DeploymentId,
     /// The version stamp the change created.
     pub version: String,
     /// Steps in order.
@@ -496,7 +520,7 @@ pub struct Deployment {
 impl Deployment {
     /// A deployment starting at `now` with these steps (dependencies first).
     pub fn start(
-        id: String,
+        id: DeploymentId,
         version: String,
         steps: Vec<Vec<DeploymentAction>>,
         previous: Vec<PreviousApp>,
@@ -608,7 +632,7 @@ mod tests {
 
     fn deployment() -> Deployment {
         Deployment::start(
-            "d-1".to_owned(),
+            DeploymentId::new("d-1"),
             "v1".to_owned(),
             Vec::new(),
             Vec::new(),

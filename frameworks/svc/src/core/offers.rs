@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use agora_proto::v1;
-use agora_proto::{CPUS, DISK, MEM, OfferId, PORTS, Resources, TaskId};
+use agora_proto::{AgentId, CPUS, DISK, MEM, OfferId, PORTS, Resources, TaskId};
 use agora_sdk::scheduling::{
     AgentAttributes, AgentCandidate, Constraint, InstanceDemand, PlacementProblem,
     PlacementStrategy, plan,
@@ -92,7 +92,7 @@ impl SvcCore {
         for app_id in self.launch_order(now) {
             let wanted = self.launchable(&app_id, now);
             if wanted == 0 {
-                self.wanting.remove(&app_id);
+                self.wanting.remove(app_id.as_str());
                 continue;
             }
             let placed = self.place_app(
@@ -138,8 +138,8 @@ impl SvcCore {
     pub fn on_rescind(&mut self, _offer_id: &str) {}
 
     /// Apps that may launch, oldest waiting first, then by id.
-    fn launch_order(&self, now: f64) -> Vec<String> {
-        let mut order: Vec<(f64, String)> = self
+    fn launch_order(&self, now: f64) -> Vec<AppId> {
+        let mut order: Vec<(f64, AppId)> = self
             .apps
             .iter()
             .filter(|(_, app)| !app.deleting)
@@ -176,7 +176,7 @@ impl SvcCore {
         }
         let known = self
             .agents
-            .entry(agent_id.clone())
+            .entry(AgentId::new(agent_id.clone()))
             .or_insert_with(|| KnownAgent {
                 attributes: AgentAttributes::default(),
                 total: Resources::new(),
@@ -446,7 +446,7 @@ impl SvcCore {
     /// Records whether an app can launch now, for [`SvcCore::update_offer_interest`].
     pub(super) fn note_wanting(&mut self, app_id: &str, now: f64) {
         if self.launchable(app_id, now) > 0 {
-            self.wanting.insert(app_id.to_owned());
+            self.wanting.insert(AppId::new(app_id));
         } else {
             self.wanting.remove(app_id);
         }

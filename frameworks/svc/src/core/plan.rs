@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use agora_proto::TaskId;
 
 use super::instances::InstanceBook;
-use super::model::{ActionKind, AppState, Deployment, Instance, InstanceState, KillReason};
+use super::model::{ActionKind, AppId, AppState, Deployment, Instance, InstanceState, KillReason};
 use crate::app::KillSelection;
 
 /// What one app needs right now.
@@ -212,7 +212,7 @@ pub struct DeploymentPlan {
 /// first app still pending.
 pub fn plan_deployment(
     deployment: &Deployment,
-    apps: &BTreeMap<String, AppState>,
+    apps: &BTreeMap<AppId, AppState>,
     instances: &InstanceBook,
 ) -> DeploymentPlan {
     let mut current_step = deployment.current_step;
@@ -239,7 +239,7 @@ pub fn plan_deployment(
 
 /// What an app in a deployment still waits for, or `None` when its action is done.
 fn action_pending(
-    apps: &BTreeMap<String, AppState>,
+    apps: &BTreeMap<AppId, AppState>,
     instances: &InstanceBook,
     app_id: &str,
     action: ActionKind,
@@ -273,7 +273,7 @@ fn action_pending(
 }
 
 fn progress_mark(
-    apps: &BTreeMap<String, AppState>,
+    apps: &BTreeMap<AppId, AppState>,
     instances: &InstanceBook,
     deployment: &Deployment,
     step: usize,

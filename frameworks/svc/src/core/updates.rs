@@ -6,7 +6,7 @@ use agora_proto::v1::{self, TaskState};
 use agora_proto::{AgentId, TaskId};
 use serde_json::{Map, json};
 
-use super::model::{InstanceState, InstanceTransition, KillReason};
+use super::model::{AppId, InstanceState, InstanceTransition, KillReason};
 use super::{Command, StoreWrite, SvcCore};
 
 impl SvcCore {
@@ -32,7 +32,7 @@ impl SvcCore {
     }
 
     /// Applies one update to its instance; returns the app to drive again, if any.
-    fn apply_update(&mut self, status: &v1::TaskStatus, now: f64) -> Option<String> {
+    fn apply_update(&mut self, status: &v1::TaskStatus, now: f64) -> Option<AppId> {
         let state = status.state();
         let Some(instance) = self.instances.get_mut(&status.task_id) else {
             // Not ours (any more): a task we never stored, or one we already forgot. If it
@@ -61,7 +61,7 @@ impl SvcCore {
                 return None;
             }
         };
-        let app_id = instance.app_id.as_str().to_owned();
+        let app_id = instance.app_id.clone();
         let task_id = instance.task_id.as_str().to_owned();
         let was_unconfirmed = instance.unconfirmed_since.take().is_some();
         if !status.message.is_empty() {
@@ -109,7 +109,7 @@ impl SvcCore {
                         | TaskState::TaskFinished
                         | TaskState::TaskKilled
                 );
-            if let Some(app) = self.apps.get_mut(&app_id)
+            if let Some(app) = self.apps.get_mut(app_id.as_str())
                 && !killed_by_us
             {
                 app.last_failure = Some(description.clone());
@@ -131,7 +131,7 @@ impl SvcCore {
                 }
                 tracing::info!(
                     task_id,
-                    app_id,
+                    app_id = app_id.as_str(),
                     state = state.as_str_name(),
                     "instance ended unexpectedly"
                 );
@@ -153,7 +153,7 @@ impl SvcCore {
         let changed = new_state != previous_state || healthy != previous_health || was_unconfirmed;
         let has_checks = self
             .apps
-            .get(&app_id)
+            .get(app_id.as_str())
             .is_some_and(|app| !app.definition.health_checks.is_empty());
         if changed {
             self.persist_instance(&task_id);
@@ -168,7 +168,7 @@ impl SvcCore {
         }
         if has_checks && healthy == Some(false) {
             // The agent reports unhealthy only after maxConsecutiveFailures: replace it.
-            if let Some(app) = self.apps.get_mut(&app_id) {
+            if let Some(app) = self.apps.get_mut(app_id.as_str()) {
                 app.last_failure = Some(format!("{task_id} failed its health check"));
             }
             self.kill_instance(&task_id, KillReason::Unhealthy, now);
