@@ -4,16 +4,17 @@
 
 mod agent_support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use agent_support::{
-    AgentProcess, launch, patient_cluster, remove_agent_containers, resources_with_ports,
+    AgentProcess, free_port, launch, patient_cluster, remove_agent_containers, resources_with_ports,
 };
 use agora_proto::v1::{StatusSource, TaskState};
 use agora_proto::{AgentId, TaskId};
 use agora_sdk::{DriverEvent, TaskBuilder};
 use agora_tests::docker_image::{docker_or_skip, ensure_test_image};
-use agora_tests::{DEFAULT_TIMEOUT, eventually};
+use agora_tests::{DEFAULT_TIMEOUT, eventually, http_get};
 
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -26,11 +27,12 @@ async fn a_sigkilled_agent_recovers_its_containers_and_reports_what_exited_meanw
     let image = ensure_test_image(&docker).await?;
     let cluster = patient_cluster().await?;
     let work_dir = tempfile::tempdir()?;
+    let state_port = free_port();
     let args: Vec<String> = [
         "--master",
         &cluster.master_url(),
         "--listen",
-        "127.0.0.1:0",
+        &format!("127.0.0.1:{state_port}"),
         "--work-dir",
         &work_dir.path().join("agent").display().to_string(),
         "--runtime",
@@ -76,8 +78,19 @@ async fn a_sigkilled_agent_recovers_its_containers_and_reports_what_exited_meanw
         .expect_update(&short_id, TaskState::TaskRunning, LAUNCH_TIMEOUT)
         .await?;
     let agent_id = steady_running.agent_id.clone();
-    // Let the acknowledgements of RUNNING reach the agent's checkpoint.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The acknowledgements of RUNNING reached the agent's checkpoint: nothing is pending.
+    let state_address = SocketAddr::from(([127, 0, 0, 1], state_port));
+    eventually(
+        "the agent holds no unacknowledged update",
+        DEFAULT_TIMEOUT,
+        || async {
+            let state = http_get(state_address, "/state").await?.json()?;
+            let tasks = state["tasks"].as_array().cloned().unwrap_or_default();
+            let settled = tasks.len() == 2 && tasks.iter().all(|task| task["pending_updates"] == 0);
+            Ok(settled.then_some(()))
+        },
+    )
+    .await?;
 
     agent.kill_9()?;
     // The short task exits (code 7) while the agent is down.

@@ -310,7 +310,12 @@ async fn restart_keeps_instances_and_impossible_apps_say_why() -> anyhow::Result
     svc.stop_svc().await?;
     let containers_before = app_containers(&docker, &web).await?.len();
     svc.start_svc().await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Subscribed again: from then on an instance shows RUNNING only once the master confirmed it.
+    eventually("svcframework subscribed again", DEPLOY_TIMEOUT, || async {
+        let info = svc.get("/v2/info").await?;
+        Ok((info["subscribed"] == Value::Bool(true)).then_some(()))
+    })
+    .await?;
     let after = wait_for_healthy(&svc, &web, 2).await?;
     let ids_after: BTreeSet<String> = after
         .iter()
