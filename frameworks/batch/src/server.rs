@@ -88,13 +88,12 @@ pub async fn spawn(settings: BatchSettings) -> Result<BatchHandle, BatchStartErr
         capabilities: vec![v1::FrameworkCapability::PartitionAware as i32],
         ..Default::default()
     };
-    let config = DaemonConfig {
-        master_url: settings.master_url,
+    let config = DaemonConfig::new(
+        settings.master_url,
         framework,
-        listen: settings.listen,
-        tick_interval: settings.tick_interval,
-        event_buffer: None,
-    };
+        settings.listen,
+        settings.tick_interval,
+    );
     let handle = daemon::start(config, core, store, None, |api| {
         crate::http::router(crate::http::ApiState { calls: api.calls })
     })

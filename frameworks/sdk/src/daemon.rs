@@ -43,6 +43,25 @@ pub struct DaemonConfig {
     pub event_buffer: Option<usize>,
 }
 
+impl DaemonConfig {
+    /// A daemon of `framework` on the master at `master_url`, its API on `listen`, its core's
+    /// timers run every `tick_interval`, the driver's default event buffer.
+    pub fn new(
+        master_url: impl Into<String>,
+        framework: v1::FrameworkInfo,
+        listen: SocketAddr,
+        tick_interval: Duration,
+    ) -> Self {
+        DaemonConfig {
+            master_url: master_url.into(),
+            framework,
+            listen,
+            tick_interval,
+            event_buffer: None,
+        }
+    }
+}
+
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonStartError {

@@ -123,15 +123,15 @@ pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
         capabilities: vec![v1::FrameworkCapability::TaskKillingState as i32],
         ..Default::default()
     };
-    let config = DaemonConfig {
-        master_url: settings.master_url,
+    let mut config = DaemonConfig::new(
+        settings.master_url,
         framework,
-        listen: settings.listen,
-        tick_interval: settings.tick_interval,
-        // Room for a burst of updates (100,000 instances starting at once) while the daemon
-        // is busy: the master drops a framework stream that falls too far behind.
-        event_buffer: Some(DRIVER_EVENT_BUFFER),
-    };
+        settings.listen,
+        settings.tick_interval,
+    );
+    // Room for a burst of updates (100,000 instances starting at once) while the daemon is
+    // busy: the master drops a framework stream that falls too far behind.
+    config.event_buffer = Some(DRIVER_EVENT_BUFFER);
     let (events, _) = broadcast::channel(1024);
     let notices = events.clone();
     let handle = daemon::start(config, core, store, Some(notices), move |api| {
