@@ -16,7 +16,7 @@ pub use binary::workspace_binary;
 pub use cluster::{ClusterOptions, TestCluster, fast_master_config};
 pub use framework::TestFramework;
 pub use http::{HttpResponse, http_get};
-pub use wait::{DEFAULT_TIMEOUT, eventually};
+pub use wait::{DEFAULT_TIMEOUT, Probe, eventually, poll_until};
 
 /// Installs a test log subscriber once (`RUST_LOG` selects what is shown).
 pub fn init_tracing() {

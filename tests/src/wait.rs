@@ -143,3 +143,96 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// What one look at a condition found, for [`poll_until`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe<T> {
+    /// The condition holds: the wait ends with this value.
+    Met(T),
+    /// Not yet: what was seen instead, for the failure if time runs out.
+    NotYet(String),
+    /// The condition can no longer come true (a daemon died, a run ended wrong): the wait
+    /// ends at once with this reason.
+    Failed(String),
+}
+
+impl<T> Probe<T> {
+    /// Not met, having seen `seen`: [`Probe::Failed`] when waiting longer is `hopeless`,
+    /// [`Probe::NotYet`] otherwise.
+    pub fn unmet(hopeless: bool, seen: String) -> Self {
+        if hopeless {
+            Probe::Failed(seen)
+        } else {
+            Probe::NotYet(seen)
+        }
+    }
+}
+
+/// Looks at a condition with `probe` every `interval` until it is met, for at most
+/// `timeout`. On failure, returns what the last look saw (the caller adds its context, such
+/// as log tails).
+pub async fn poll_until<T>(
+    timeout: Duration,
+    interval: Duration,
+    mut probe: impl AsyncFnMut() -> Probe<T>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Probe::Met(value) => return Ok(value),
+            Probe::Failed(reason) => return Err(reason),
+            Probe::NotYet(seen) if Instant::now() >= deadline => return Err(seen),
+            Probe::NotYet(_) => tokio::time::sleep(interval).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_millis(200);
+    const INTERVAL: Duration = Duration::from_millis(10);
+
+    #[tokio::test]
+    async fn polling_ends_when_met() {
+        let mut looks = 0;
+        let met = poll_until(TIMEOUT, INTERVAL, async || {
+            looks += 1;
+            if looks == 3 {
+                Probe::Met(looks)
+            } else {
+                Probe::NotYet(format!("look {looks}"))
+            }
+        })
+        .await;
+        assert_eq!(met, Ok(3));
+    }
+
+    #[tokio::test]
+    async fn polling_ends_at_once_when_failed() {
+        let mut looks = 0;
+        let failed = poll_until::<()>(TIMEOUT, INTERVAL, async || {
+            looks += 1;
+            Probe::Failed("gone".to_owned())
+        })
+        .await;
+        assert_eq!(failed, Err("gone".to_owned()));
+        assert_eq!(looks, 1);
+    }
+
+    #[tokio::test]
+    async fn polling_out_of_time_tells_the_last_look() {
+        let started = Instant::now();
+        let mut looks = 0;
+        let late = poll_until::<()>(TIMEOUT, INTERVAL, async || {
+            looks += 1;
+            Probe::NotYet(format!("look {looks}"))
+        })
+        .await;
+        assert_eq!(late, Err(format!("look {looks}")));
+        assert!(started.elapsed() >= TIMEOUT);
+        // At most one look per interval.
+        assert!(looks <= 21, "{looks} looks");
+    }
+}

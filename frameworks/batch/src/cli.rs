@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use agora_sdk::cli::{ApiClient, items, pretty, table};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
@@ -18,8 +19,7 @@ pub enum Output {
 
 /// A client of one daemon.
 pub struct Client {
-    base: String,
-    http: reqwest::Client,
+    api: ApiClient,
     output: Output,
 }
 
@@ -37,62 +37,21 @@ fn number(value: &Value, pointer: &str) -> String {
         .map_or_else(|| "-".to_owned(), ToString::to_string)
 }
 
-fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|column| {
-            rows.iter()
-                .filter_map(|row| row.get(column))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(column, cell)| format!("{cell:<width$}", width = widths[column]))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 impl Client {
     /// A client of the daemon at `base` (e.g. `http://127.0.0.1:8090`).
     pub fn new(base: &str, output: Output) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .context("building the HTTP client")?;
-        Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            http,
-            output,
-        })
+        let api = ApiClient::new("batchframework", base)?;
+        Ok(Self { api, output })
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach batchframework at {}", self.base))?;
-        let status = response.status().as_u16();
-        let body = response.text().await.context("reading the response")?;
-        let value = if body.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&body).unwrap_or(Value::String(body))
-        };
-        Ok((status, value))
+        let answer = self.api.send(request).await?;
+        Ok((answer.status, answer.body))
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let (status, value) = self
-            .send(self.http.get(format!("{}{path}", self.base)))
+            .send(self.api.request(reqwest::Method::GET, path))
             .await?;
         ensure_ok(status, &value)?;
         Ok(value)
@@ -104,8 +63,8 @@ impl Client {
         let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let (status, value) = self
             .send(
-                self.http
-                    .post(format!("{}/v1/jobs", self.base))
+                self.api
+                    .request(reqwest::Method::POST, "/v1/jobs")
                     .header("content-type", "application/json")
                     .body(body.clone()),
             )
@@ -118,8 +77,8 @@ impl Client {
             let job_id = job_id.as_str().unwrap_or_default().to_owned();
             let (status, updated) = self
                 .send(
-                    self.http
-                        .put(format!("{}/v1/jobs/{job_id}", self.base))
+                    self.api
+                        .request(reqwest::Method::PUT, &format!("/v1/jobs/{job_id}"))
                         .header("content-type", "application/json")
                         .body(body),
                 )
@@ -131,8 +90,8 @@ impl Client {
             } else {
                 let (status, run) = self
                     .send(
-                        self.http
-                            .post(format!("{}/v1/jobs/{job_id}/runs", self.base)),
+                        self.api
+                            .request(reqwest::Method::POST, &format!("/v1/jobs/{job_id}/runs")),
                     )
                     .await?;
                 ensure_ok(status, &run)?;
@@ -202,7 +161,7 @@ impl Client {
     pub async fn list(&self) -> anyhow::Result<ExitCode> {
         let jobs = self.get("/v1/jobs").await?;
         if self.output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(&jobs)?);
+            println!("{}", pretty(&jobs));
             return Ok(ExitCode::SUCCESS);
         }
         let mut rows = vec![vec![
@@ -235,7 +194,7 @@ impl Client {
     pub async fn status(&self, job_id: &str) -> anyhow::Result<ExitCode> {
         let job = self.get(&format!("/v1/jobs/{job_id}")).await?;
         if self.output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(&job)?);
+            println!("{}", pretty(&job));
             return Ok(ExitCode::SUCCESS);
         }
         let rows = vec![
@@ -283,7 +242,7 @@ impl Client {
     pub async fn runs(&self, job_id: &str) -> anyhow::Result<ExitCode> {
         let runs = self.get(&format!("/v1/jobs/{job_id}/runs")).await?;
         if self.output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(&runs)?);
+            println!("{}", pretty(&runs));
             return Ok(ExitCode::SUCCESS);
         }
         let mut rows = vec![vec![
@@ -326,10 +285,7 @@ impl Client {
             Some(run) => vec![run],
             None => {
                 let job = self.get(&format!("/v1/jobs/{job_id}")).await?;
-                job.get("activeRuns")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
+                items(&job, "activeRuns")
                     .filter_map(Value::as_u64)
                     .collect()
             }
@@ -339,10 +295,10 @@ impl Client {
         }
         for run in runs {
             let (status, value) = self
-                .send(
-                    self.http
-                        .delete(format!("{}/v1/jobs/{job_id}/runs/{run}", self.base)),
-                )
+                .send(self.api.request(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/jobs/{job_id}/runs/{run}"),
+                ))
                 .await?;
             ensure_ok(status, &value)?;
             match self.output {
@@ -359,12 +315,7 @@ fn ensure_ok(status: u16, value: &Value) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut message = format!("HTTP {status}: {}", text(value, "/message"));
-    for error in value
-        .get("errors")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for error in items(value, "errors") {
         message.push_str(&format!(
             "\n  {}: {}",
             text(error, "/path"),

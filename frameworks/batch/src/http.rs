@@ -1,11 +1,10 @@
 //! The REST API: parses requests into core calls and maps results to HTTP status + JSON.
 
-use std::fmt::Write as _;
-
+use agora_sdk::http::MetricsText;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -21,12 +20,7 @@ pub(crate) struct ApiState {
 }
 
 pub(crate) fn router(state: ApiState) -> Router {
-    Router::new()
-        .route(
-            "/health",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
-        .route("/ping", get(|| async { "pong" }))
+    agora_sdk::http::probe_routes()
         .route("/metrics", get(metrics))
         .route("/v1/jobs", get(list_jobs).post(create_job))
         .route(
@@ -46,23 +40,10 @@ fn error_body(status: StatusCode, message: &str, errors: &[FieldError]) -> Respo
         .into_response()
 }
 
-/// The 415 answer unless the request declares a JSON body, as Marathon answers: a body sent as form
-/// data or text is refused before it is read rather than parsed by guesswork.
+/// The 415 answer unless the request declares a JSON body.
 fn json_refusal(headers: &HeaderMap) -> Option<Response> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok());
-    if agora_proto::is_json_content_type(content_type) {
-        return None;
-    }
-    Some(error_body(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        &format!(
-            "the body must be JSON sent with Content-Type: application/json, got {}",
-            content_type.map_or("no Content-Type".to_owned(), |value| format!("{value:?}"))
-        ),
-        &[],
-    ))
+    let reason = agora_sdk::http::non_json_body(headers)?;
+    Some(error_body(StatusCode::UNSUPPORTED_MEDIA_TYPE, &reason, &[]))
 }
 
 fn unavailable() -> Response {
@@ -268,40 +249,35 @@ async fn cancel_run(
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    match call_core(&state.calls, |core, _| render_metrics(core)).await {
-        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+    match call_core(&state.calls, |core, _| metrics_text(core)).await {
+        Some(metrics) => metrics.into_response(),
         None => unavailable(),
     }
 }
 
 /// Prometheus text exposition of the core's counters and gauges.
 pub fn render_metrics(core: &BatchCore) -> String {
+    metrics_text(core).into_text()
+}
+
+fn metrics_text(core: &BatchCore) -> MetricsText {
     let counters = core.metrics();
     let (jobs, phases, active_attempts) = core.gauges();
-    let mut out = String::new();
-    let gauge = |out: &mut String, name: &str, help: &str, value: &dyn std::fmt::Display| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    };
-    gauge(&mut out, "agora_batch_jobs", "Jobs defined.", &jobs);
-    gauge(
-        &mut out,
+    let mut out = MetricsText::new();
+    out.single("agora_batch_jobs", "Jobs defined.", "gauge", jobs);
+    out.single(
         "agora_batch_attempts_active",
         "Attempts launched and not finished.",
-        &active_attempts,
+        "gauge",
+        active_attempts,
     );
-    gauge(
-        &mut out,
+    out.single(
         "agora_batch_subscribed",
         "1 while subscribed to the master.",
-        &u8::from(core.is_subscribed()),
+        "gauge",
+        u8::from(core.is_subscribed()),
     );
-    let _ = writeln!(
-        out,
-        "# HELP agora_batch_runs Runs kept, by phase.\n# TYPE agora_batch_runs gauge"
-    );
+    out.family("agora_batch_runs", "Runs kept, by phase.", "gauge");
     for phase in [
         RunPhase::Waiting,
         RunPhase::Active,
@@ -310,7 +286,7 @@ pub fn render_metrics(core: &BatchCore) -> String {
         RunPhase::Cancelled,
     ] {
         let count = phases.get(&phase).copied().unwrap_or(0);
-        let _ = writeln!(out, "agora_batch_runs{{phase=\"{phase}\"}} {count}");
+        out.sample("agora_batch_runs", &format!("phase=\"{phase}\""), count);
     }
     for (name, help, value) in [
         (
@@ -379,10 +355,7 @@ pub fn render_metrics(core: &BatchCore) -> String {
             counters.runs_cancelled,
         ),
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
+        out.single(name, help, "counter", value);
     }
     out
 }

@@ -126,20 +126,7 @@ async fn serve(settings: BatchSettings) -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                return ExitCode::from(3);
-            }
-        };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
-        _ = terminate.recv() => tracing::info!("SIGTERM; stopping"),
-        () = handle.stopped() => {}
-    }
-    match handle.shutdown().await {
+    match handle.serve_until_signal().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "batchframework stopped on an error");

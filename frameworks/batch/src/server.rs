@@ -1,24 +1,19 @@
-//! The daemon's shell: [`spawn`] opens the store, starts the SDK driver with the stored
-//! framework id and serves the HTTP API. The SDK's [`Runtime`] owns the [`BatchCore`] and
-//! carries out its commands (store writes before the launches that depend on them); this file
-//! only plugs batch's core and store into it.
+//! The daemon's shell: [`spawn`] opens the store, builds the [`BatchCore`] from it and hands
+//! it to the SDK's [`daemon`], which subscribes with the stored framework id, runs the core
+//! in the SDK's runtime (store writes before the launches that depend on them) and serves the
+//! HTTP API; this file only plugs batch's core and store into it.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use agora_proto::v1;
 use agora_proto::{AgentId, FrameworkId, OfferId, TaskId};
-use agora_sdk::runtime::core_calls;
-use agora_sdk::{
-    CoreCalls, DriverConfig, FrameworkCore, FrameworkStore, LaunchFailure, Runtime, RuntimeConfig,
-    RuntimeError, SchedulerDriver, SdkError,
-};
+use agora_sdk::daemon::{self, DaemonConfig, DaemonError, DaemonHandle, DaemonStartError};
+use agora_sdk::store::blocking;
+use agora_sdk::{CoreCalls, FrameworkCore, LaunchFailure};
 use jiff::Timestamp;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::core::{BatchCore, Command, CoreConfig, StoreOp};
 use crate::store::{BatchStore, StoreError};
@@ -57,129 +52,24 @@ impl BatchSettings {
     }
 }
 
-/// Why the daemon could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum BatchStartError {
-    /// The store could not be opened or read.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The listen address could not be bound.
-    #[error("binding {address}: {source}")]
-    Bind {
-        /// The address.
-        address: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The driver refused its configuration.
-    #[error("scheduler driver: {0}")]
-    Driver(#[from] SdkError),
-}
+/// Why the daemon could not start: its store, its stored state, its listen address or
+/// the driver's configuration.
+pub type BatchStartError = DaemonStartError;
 
-/// Why the daemon stopped on its own.
-#[derive(Debug, thiserror::Error)]
-pub enum BatchRunError {
-    /// A store write failed; the daemon stops rather than act on unsaved state.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The master ended the framework for good.
-    #[error("the master ended the framework: {0}")]
-    FrameworkEnded(String),
-    /// The HTTP server failed.
-    #[error("http server: {0}")]
-    Serve(std::io::Error),
-    /// A task of the daemon panicked.
-    #[error("daemon task failed: {0}")]
-    TaskFailed(String),
-}
+/// Why the daemon stopped on its own: a store write failed (it stops rather than act on
+/// unsaved state), the master ended the framework, or the HTTP server failed.
+pub type BatchRunError = DaemonError<StoreError>;
 
-/// A running daemon. Dropping it stops the daemon in the background; [`BatchHandle::shutdown`]
-/// waits until it has stopped and closed its store.
-pub struct BatchHandle {
-    local_addr: SocketAddr,
-    shutdown: CancellationToken,
-    actor: Option<JoinHandle<Result<(), BatchRunError>>>,
-    server: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl std::fmt::Debug for BatchHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchHandle")
-            .field("local_addr", &self.local_addr)
-            .finish_non_exhaustive()
-    }
-}
-
-impl BatchHandle {
-    /// The bound HTTP address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Base URL of the API, e.g. `http://127.0.0.1:8090` (wildcard binds shown as loopback).
-    pub fn url(&self) -> String {
-        let ip = if self.local_addr.ip().is_unspecified() {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            self.local_addr.ip()
-        };
-        format!("http://{}", SocketAddr::new(ip, self.local_addr.port()))
-    }
-
-    /// Resolves once the daemon has begun to stop.
-    pub async fn stopped(&self) {
-        self.shutdown.cancelled().await;
-    }
-
-    /// Stops: the driver leaves without tearing the framework down (tasks keep running for
-    /// the failover timeout), the API stops, the store is closed.
-    pub async fn shutdown(mut self) -> Result<(), BatchRunError> {
-        self.shutdown.cancel();
-        let actor_result = match self.actor.take() {
-            Some(task) => task
-                .await
-                .unwrap_or_else(|error| Err(BatchRunError::TaskFailed(error.to_string()))),
-            None => Ok(()),
-        };
-        let server_result = match self.server.take() {
-            Some(mut task) => match tokio::time::timeout(Duration::from_secs(5), &mut task).await {
-                Ok(Ok(result)) => result.map_err(BatchRunError::Serve),
-                Ok(Err(error)) => Err(BatchRunError::TaskFailed(error.to_string())),
-                Err(_) => {
-                    task.abort();
-                    Ok(())
-                }
-            },
-            None => Ok(()),
-        };
-        tracing::info!("batchframework stopped");
-        actor_result.and(server_result)
-    }
-}
-
-impl Drop for BatchHandle {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
+/// A running daemon. Dropping it stops the daemon in the background; its `shutdown` waits
+/// until it has stopped and closed its store.
+pub type BatchHandle = DaemonHandle<StoreError>;
 
 /// Starts the daemon; returns once the API is serving and the driver is subscribing.
 pub async fn spawn(settings: BatchSettings) -> Result<BatchHandle, BatchStartError> {
     let work_dir = settings.work_dir.clone();
-    let store = tokio::task::spawn_blocking(move || BatchStore::open_in(&work_dir))
-        .await
-        .map_err(|error| StoreError::Backend {
-            operation: "open",
-            reason: error.to_string(),
-        })??;
-    let store = Arc::new(store);
+    let store = Arc::new(blocking("open", move || BatchStore::open_in(&work_dir)).await?);
     let loading = Arc::clone(&store);
-    let snapshot = tokio::task::spawn_blocking(move || loading.load())
-        .await
-        .map_err(|error| StoreError::Backend {
-            operation: "load",
-            reason: error.to_string(),
-        })??;
+    let snapshot = blocking("load", move || loading.load()).await?;
     tracing::info!(
         jobs = snapshot.jobs.len(),
         runs = snapshot.runs.len(),
@@ -188,20 +78,6 @@ pub async fn spawn(settings: BatchSettings) -> Result<BatchHandle, BatchStartErr
         "store loaded"
     );
     let core = BatchCore::new(settings.core.clone(), snapshot);
-
-    let listener =
-        TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| BatchStartError::Bind {
-                address: settings.listen,
-                source,
-            })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| BatchStartError::Bind {
-            address: settings.listen,
-            source,
-        })?;
 
     let framework = v1::FrameworkInfo {
         id: core.framework_id().unwrap_or_default().to_owned(),
@@ -212,71 +88,22 @@ pub async fn spawn(settings: BatchSettings) -> Result<BatchHandle, BatchStartErr
         capabilities: vec![v1::FrameworkCapability::PartitionAware as i32],
         ..Default::default()
     };
-    let mut driver_config = DriverConfig::new(settings.master_url.clone(), framework);
-    // Updates are acknowledged only after what they changed is stored.
-    driver_config.auto_acknowledge = false;
-    let (driver, events) = SchedulerDriver::start(driver_config)?;
-
-    let shutdown = CancellationToken::new();
-    let (calls, call_receiver) = core_calls(256);
-    let runtime_config = RuntimeConfig {
-        tick_interval: settings.tick_interval,
-        ..RuntimeConfig::default()
-    };
-    let runtime = Runtime::new(core, store, driver, runtime_config);
-    let actor_shutdown = shutdown.clone();
-    let actor_task = tokio::spawn(async move {
-        let result = runtime
-            .run(events, call_receiver, actor_shutdown.clone())
-            .await
-            .map_err(BatchRunError::from);
-        actor_shutdown.cancel();
-        result
-    });
-
-    let router = crate::http::router(crate::http::ApiState { calls });
-    let server_shutdown = shutdown.clone();
-    let server_task = tokio::spawn(async move {
-        // Timeouts on silent and slow connections, so half-open ones cannot starve the API.
-        agora_proto::serve(
-            listener,
-            router,
-            agora_proto::ServeLimits::default(),
-            server_shutdown.cancelled_owned(),
-        )
-        .await
-    });
-    tracing::info!(address = %local_addr, master = %settings.master_url, "batchframework serving");
-    Ok(BatchHandle {
-        local_addr,
-        shutdown,
-        actor: Some(actor_task),
-        server: Some(server_task),
+    let config = DaemonConfig::new(
+        settings.master_url,
+        framework,
+        settings.listen,
+        settings.tick_interval,
+    );
+    let handle = daemon::start(config, core, store, None, |api| {
+        crate::http::router(crate::http::ApiState { calls: api.calls })
     })
-}
-
-impl From<RuntimeError<StoreError>> for BatchRunError {
-    fn from(error: RuntimeError<StoreError>) -> Self {
-        match error {
-            RuntimeError::Store(error) => BatchRunError::Store(error),
-            RuntimeError::StoreTask(reason) => BatchRunError::TaskFailed(reason),
-            RuntimeError::Ended(message) => BatchRunError::FrameworkEnded(message),
-        }
-    }
+    .await?;
+    Ok(handle)
 }
 
 /// The core's clock reading for `now` (the system clock's, when out of its range).
 fn timestamp(now: SystemTime) -> Timestamp {
     Timestamp::try_from(now).unwrap_or_else(|_| Timestamp::now())
-}
-
-impl FrameworkStore for BatchStore {
-    type Write = StoreOp;
-    type Error = StoreError;
-
-    fn apply(&self, writes: &[StoreOp]) -> Result<(), StoreError> {
-        BatchStore::apply(self, writes)
-    }
 }
 
 impl FrameworkCore for BatchCore {

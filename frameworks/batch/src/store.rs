@@ -9,9 +9,13 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use agora_sdk::FrameworkStore;
+use agora_sdk::store::{OrStoreError, decode, encode, open_database};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::core::{Attempt, JobRecord, Run, RunId, Snapshot, StoreOp};
+
+pub use agora_sdk::store::StoreError;
 
 /// `"meta"` -> JSON [`Meta`].
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -24,37 +28,6 @@ const ATTEMPTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("attem
 
 /// File name of the store inside the work dir.
 pub const STORE_FILE_NAME: &str = "batch.redb";
-
-/// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The file could not be opened or created.
-    #[error("opening {path}: {reason}")]
-    Open {
-        /// The store file or work dir.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// A read or write failed.
-    #[error("store {operation} failed: {reason}")]
-    Backend {
-        /// What was being done.
-        operation: &'static str,
-        /// Why.
-        reason: String,
-    },
-    /// A stored value does not decode.
-    #[error("stored {table} entry {key} is corrupt: {reason}")]
-    Corrupt {
-        /// The table.
-        table: &'static str,
-        /// The entry's key.
-        key: String,
-        /// Why it does not decode.
-        reason: String,
-    },
-}
 
 /// The redb-backed store.
 pub struct BatchStore {
@@ -70,40 +43,17 @@ impl std::fmt::Debug for BatchStore {
     }
 }
 
-fn backend<E: std::fmt::Display>(operation: &'static str) -> impl Fn(E) -> StoreError {
-    move |error| StoreError::Backend {
-        operation,
-        reason: error.to_string(),
-    }
-}
-
-fn load_failed<E: std::fmt::Display>(error: E) -> StoreError {
-    backend("load")(error)
-}
-
-fn write_failed<E: std::fmt::Display>(error: E) -> StoreError {
-    backend("write")(error)
-}
-
 impl BatchStore {
     /// Opens (or creates) `<work_dir>/batch.redb`, creating `work_dir` when missing.
     pub fn open_in(work_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(work_dir).map_err(|error| StoreError::Open {
-            path: work_dir.display().to_string(),
-            reason: format!("cannot create work dir: {error}"),
-        })?;
-        let path = work_dir.join(STORE_FILE_NAME);
-        let database = Database::create(&path).map_err(|error| StoreError::Open {
-            path: path.display().to_string(),
-            reason: error.to_string(),
-        })?;
+        let (database, path) = open_database(work_dir, STORE_FILE_NAME)?;
         let store = Self { database, path };
-        let transaction = store.database.begin_write().map_err(write_failed)?;
-        transaction.open_table(META).map_err(write_failed)?;
-        transaction.open_table(JOBS).map_err(write_failed)?;
-        transaction.open_table(RUNS).map_err(write_failed)?;
-        transaction.open_table(ATTEMPTS).map_err(write_failed)?;
-        transaction.commit().map_err(write_failed)?;
+        let transaction = store.database.begin_write().or_store("write")?;
+        transaction.open_table(META).or_store("write")?;
+        transaction.open_table(JOBS).or_store("write")?;
+        transaction.open_table(RUNS).or_store("write")?;
+        transaction.open_table(ATTEMPTS).or_store("write")?;
+        transaction.commit().or_store("write")?;
         store.move_embedded_attempts()?;
         Ok(store)
     }
@@ -111,14 +61,14 @@ impl BatchStore {
     /// Moves attempts stored inside run records (the older layout) to their own records, in
     /// one transaction: a crash leaves either layout whole.
     fn move_embedded_attempts(&self) -> Result<(), StoreError> {
-        let transaction = self.database.begin_write().map_err(write_failed)?;
+        let transaction = self.database.begin_write().or_store("write")?;
         let mut moved = 0usize;
         {
-            let mut runs = transaction.open_table(RUNS).map_err(write_failed)?;
-            let mut attempts = transaction.open_table(ATTEMPTS).map_err(write_failed)?;
+            let mut runs = transaction.open_table(RUNS).or_store("write")?;
+            let mut attempts = transaction.open_table(ATTEMPTS).or_store("write")?;
             let mut embedding = Vec::new();
-            for entry in runs.iter().map_err(load_failed)? {
-                let (key, value) = entry.map_err(load_failed)?;
+            for entry in runs.iter().or_store("load")? {
+                let (key, value) = entry.or_store("load")?;
                 let run: Run = decode("runs", &key.value().to_string(), value.value())?;
                 if !run.attempts.is_empty() {
                     embedding.push(run);
@@ -128,18 +78,18 @@ impl BatchStore {
                 for attempt in &run.attempts {
                     attempts
                         .insert((run.id.0, attempt.number), encode(attempt)?.as_slice())
-                        .map_err(write_failed)?;
+                        .or_store("write")?;
                     moved += 1;
                 }
                 runs.insert(run.id.0, encode(&run.header())?.as_slice())
-                    .map_err(write_failed)?;
+                    .or_store("write")?;
             }
         }
         if moved == 0 {
-            transaction.abort().map_err(write_failed)?;
+            transaction.abort().or_store("write")?;
             return Ok(());
         }
-        transaction.commit().map_err(write_failed)?;
+        transaction.commit().or_store("write")?;
         tracing::info!(attempts = moved, path = %self.path.display(), "moved attempts out of their run records");
         Ok(())
     }
@@ -151,22 +101,22 @@ impl BatchStore {
 
     /// Reads everything back.
     pub fn load(&self) -> Result<Snapshot, StoreError> {
-        let transaction = self.database.begin_read().map_err(load_failed)?;
+        let transaction = self.database.begin_read().or_store("load")?;
         let mut snapshot = Snapshot::default();
-        let meta = transaction.open_table(META).map_err(load_failed)?;
-        if let Some(value) = meta.get("meta").map_err(load_failed)? {
+        let meta = transaction.open_table(META).or_store("load")?;
+        if let Some(value) = meta.get("meta").or_store("load")? {
             snapshot.meta = decode("meta", "meta", value.value())?;
         }
-        let jobs = transaction.open_table(JOBS).map_err(load_failed)?;
-        for entry in jobs.iter().map_err(load_failed)? {
-            let (key, value) = entry.map_err(load_failed)?;
+        let jobs = transaction.open_table(JOBS).or_store("load")?;
+        for entry in jobs.iter().or_store("load")? {
+            let (key, value) = entry.or_store("load")?;
             snapshot
                 .jobs
                 .push(decode::<JobRecord>("jobs", key.value(), value.value())?);
         }
-        let runs = transaction.open_table(RUNS).map_err(load_failed)?;
-        for entry in runs.iter().map_err(load_failed)? {
-            let (key, value) = entry.map_err(load_failed)?;
+        let runs = transaction.open_table(RUNS).or_store("load")?;
+        for entry in runs.iter().or_store("load")? {
+            let (key, value) = entry.or_store("load")?;
             snapshot.runs.push(decode::<Run>(
                 "runs",
                 &key.value().to_string(),
@@ -174,10 +124,10 @@ impl BatchStore {
             )?);
         }
         // Both tables are in key order: each run's attempts follow one another, by number.
-        let attempts = transaction.open_table(ATTEMPTS).map_err(load_failed)?;
+        let attempts = transaction.open_table(ATTEMPTS).or_store("load")?;
         let mut runs = snapshot.runs.iter_mut().peekable();
-        for entry in attempts.iter().map_err(load_failed)? {
-            let (key, value) = entry.map_err(load_failed)?;
+        for entry in attempts.iter().or_store("load")? {
+            let (key, value) = entry.or_store("load")?;
             let (run_id, number) = key.value();
             let attempt: Attempt =
                 decode("attempts", &format!("{run_id}/{number}"), value.value())?;
@@ -197,9 +147,14 @@ impl BatchStore {
         }
         Ok(snapshot)
     }
+}
+
+impl FrameworkStore for BatchStore {
+    type Write = StoreOp;
+    type Error = StoreError;
 
     /// Applies `ops` in one durable transaction.
-    pub fn apply(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
+    fn apply(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -215,12 +170,12 @@ impl BatchStore {
             };
             superseded[index] = !written.insert(key);
         }
-        let transaction = self.database.begin_write().map_err(write_failed)?;
+        let transaction = self.database.begin_write().or_store("write")?;
         {
-            let mut meta = transaction.open_table(META).map_err(write_failed)?;
-            let mut jobs = transaction.open_table(JOBS).map_err(write_failed)?;
-            let mut runs = transaction.open_table(RUNS).map_err(write_failed)?;
-            let mut attempts = transaction.open_table(ATTEMPTS).map_err(write_failed)?;
+            let mut meta = transaction.open_table(META).or_store("write")?;
+            let mut jobs = transaction.open_table(JOBS).or_store("write")?;
+            let mut runs = transaction.open_table(RUNS).or_store("write")?;
+            let mut attempts = transaction.open_table(ATTEMPTS).or_store("write")?;
             for (op, superseded) in ops.iter().zip(superseded) {
                 if superseded {
                     continue;
@@ -228,14 +183,14 @@ impl BatchStore {
                 match op {
                     StoreOp::PutMeta(value) => {
                         meta.insert("meta", encode(value)?.as_slice())
-                            .map_err(write_failed)?;
+                            .or_store("write")?;
                     }
                     StoreOp::PutJob(job) => {
                         jobs.insert(job.spec.id.as_str(), encode(job.as_ref())?.as_slice())
-                            .map_err(write_failed)?;
+                            .or_store("write")?;
                     }
                     StoreOp::DeleteJob(job_id) => {
-                        jobs.remove(job_id.as_str()).map_err(write_failed)?;
+                        jobs.remove(job_id.as_str()).or_store("write")?;
                     }
                     StoreOp::PutRun(run) => {
                         // The attempts are records of their own.
@@ -244,8 +199,7 @@ impl BatchStore {
                         } else {
                             encode(&run.header())?
                         };
-                        runs.insert(run.id.0, bytes.as_slice())
-                            .map_err(write_failed)?;
+                        runs.insert(run.id.0, bytes.as_slice()).or_store("write")?;
                     }
                     StoreOp::PutAttempt(run_id, attempt) => {
                         attempts
@@ -253,36 +207,20 @@ impl BatchStore {
                                 (run_id.0, attempt.number),
                                 encode(attempt.as_ref())?.as_slice(),
                             )
-                            .map_err(write_failed)?;
+                            .or_store("write")?;
                     }
                     StoreOp::DeleteRun(run_id) => {
-                        runs.remove(run_id.0).map_err(write_failed)?;
+                        runs.remove(run_id.0).or_store("write")?;
                         attempts
                             .retain_in((run_id.0, 0)..=(run_id.0, u32::MAX), |_, _| false)
-                            .map_err(write_failed)?;
+                            .or_store("write")?;
                     }
                 }
             }
         }
-        transaction.commit().map_err(write_failed)?;
+        transaction.commit().or_store("write")?;
         Ok(())
     }
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(backend("encode"))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(
-    table: &'static str,
-    key: &str,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
-        table,
-        key: key.to_owned(),
-        reason: error.to_string(),
-    })
 }
 
 #[cfg(test)]

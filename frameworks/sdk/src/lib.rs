@@ -2,7 +2,9 @@
 //! re-subscribe with backoff keeping the framework id, events as a stream, typed calls, and
 //! helpers to pack tasks into offers; and the framework [`runtime`] that runs a sans-IO
 //! framework core against the driver and a store (what svcframework, batchframework and the
-//! `everywhere` example are built on).
+//! `everywhere` example are built on). A framework daemon's shell is built from [`daemon`]
+//! (driver, runtime and HTTP server wired and stopped together), [`store`] (its redb file),
+//! [`http`] (what every API answers alike) and [`cli`] (a client of the API).
 //!
 //! ```no_run
 //! use agora_proto::v1;
@@ -39,13 +41,17 @@
 //! # }
 //! ```
 
+pub mod cli;
 mod config;
+pub mod daemon;
 mod driver;
 mod error;
 mod event;
+pub mod http;
 mod placement;
 pub mod runtime;
 pub mod scheduling;
+pub mod store;
 
 pub use agora_proto::Backoff;
 pub use config::DriverConfig;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use agora_sdk::cli::{ApiClient, ClientError, items, pretty, table};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
@@ -178,42 +179,13 @@ impl CliError {
 }
 
 struct Client {
-    http: reqwest::Client,
-    base: String,
+    api: ApiClient,
 }
 
 impl Client {
-    fn new(url: &str) -> Self {
-        Client {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
-            base: url.trim_end_matches('/').to_owned(),
-        }
-    }
-
-    async fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<(u16, Value), CliError> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(|error| {
-            CliError::failed(format!(
-                "cannot reach svcframework at {}: {error}",
-                self.base
-            ))
-        })?;
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok((status, value))
+    fn new(url: &str) -> Result<Self, CliError> {
+        let api = ApiClient::new("svcframework", url).map_err(|error| unreachable(&error))?;
+        Ok(Client { api })
     }
 
     /// The body of a 2xx answer, or the API's error turned into a [`CliError`].
@@ -223,11 +195,27 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, CliError> {
-        let (status, value) = self.request(method, path, body).await?;
-        if (200..300).contains(&status) {
-            return Ok(value);
+        let mut request = self.api.request(method, path);
+        if let Some(body) = body {
+            request = request.json(body);
         }
-        Err(api_failure(status, &value))
+        let answer = self
+            .api
+            .send(request)
+            .await
+            .map_err(|error| unreachable(&error))?;
+        if answer.is_success() {
+            return Ok(answer.body);
+        }
+        Err(api_failure(answer.status, &answer.body))
+    }
+}
+
+/// A request that got no answer: the error and its cause on one line.
+fn unreachable(error: &ClientError) -> CliError {
+    match std::error::Error::source(error) {
+        Some(cause) => CliError::failed(format!("{error}: {cause}")),
+        None => CliError::failed(error.to_string()),
     }
 }
 
@@ -240,12 +228,7 @@ fn api_failure(status: u16, body: &Value) -> CliError {
     if let Some(details) = body.get("details").and_then(Value::as_array) {
         for detail in details {
             let path = detail.get("path").and_then(Value::as_str).unwrap_or("/");
-            for error in detail
-                .get("errors")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for error in items(detail, "errors") {
                 message.push_str(&format!(
                     "\n  {path}: {}",
                     error.as_str().unwrap_or_default()
@@ -268,12 +251,7 @@ fn app_path(id: &str) -> String {
 }
 
 fn print_warnings(body: &Value) {
-    for warning in body
-        .get("warnings")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for warning in items(body, "warnings") {
         let path = warning.get("path").and_then(Value::as_str).unwrap_or("?");
         eprintln!("warning: unknown field {path} was ignored");
     }
@@ -281,7 +259,7 @@ fn print_warnings(body: &Value) {
 
 /// Runs a client subcommand (everything but `serve`).
 pub async fn run_client(cli: Cli) -> Result<(), CliError> {
-    let client = Client::new(&cli.url);
+    let client = Client::new(&cli.url)?;
     let output = cli.output;
     match cli.command {
         CliCommand::Serve(_) => Err(CliError::failed("serve is not a client command")),
@@ -544,12 +522,7 @@ async fn list(client: &Client, output: Output) -> Result<(), CliError> {
         "DEPLOYING".to_owned(),
         "WAITING".to_owned(),
     ]];
-    for app in body
-        .get("apps")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for app in items(&body, "apps") {
         let number = |name: &str| app.get(name).and_then(Value::as_u64).unwrap_or(0);
         rows.push(vec![
             text(app, "id"),
@@ -572,7 +545,7 @@ async fn list(client: &Client, output: Output) -> Result<(), CliError> {
                 .to_owned(),
         ]);
     }
-    print_table(&rows);
+    print!("{}", table(&rows));
     Ok(())
 }
 
@@ -659,13 +632,7 @@ fn print_tasks(tasks: Option<&Value>) {
         "VERSION".to_owned(),
     ]];
     for task in tasks.and_then(Value::as_array).into_iter().flatten() {
-        let ports: Vec<String> = task
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(Value::to_string)
-            .collect();
+        let ports: Vec<String> = items(task, "ports").map(Value::to_string).collect();
         rows.push(vec![
             text(task, "id"),
             text(task, "host"),
@@ -679,7 +646,7 @@ fn print_tasks(tasks: Option<&Value>) {
             text(task, "version"),
         ]);
     }
-    print_table(&rows);
+    print!("{}", table(&rows));
 }
 
 fn text(value: &Value, name: &str) -> String {
@@ -688,29 +655,4 @@ fn text(value: &Value, name: &str) -> String {
         .and_then(Value::as_str)
         .unwrap_or("-")
         .to_owned()
-}
-
-fn pretty(value: &Value) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-}
-
-fn print_table(rows: &[Vec<String>]) {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|column| {
-            rows.iter()
-                .filter_map(|row| row.get(column))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(column, cell)| format!("{cell:<width$}", width = widths[column]))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
 }

@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 
+use agora_sdk::http::MetricsText;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,12 +21,7 @@ use crate::server::CoreHandle;
 
 /// The routes.
 pub(crate) fn routes(core: CoreHandle) -> Router {
-    Router::new()
-        .route("/ping", get(|| async { "pong" }))
-        .route(
-            "/health",
-            get(|| async { axum::Json(json!({ "status": "ok" })) }),
-        )
+    agora_sdk::http::probe_routes()
         .route("/metrics", get(metrics))
         .route("/v2/info", get(info))
         .route("/v2/apps", get(list_apps).post(create_app))
@@ -53,22 +48,10 @@ fn message(status: StatusCode, text: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "message": text.into() }))).into_response()
 }
 
-/// The 415 answer unless the request declares a JSON body, as Marathon answers: a body sent as form
-/// data or text is refused before it is read rather than parsed by guesswork.
+/// The 415 answer unless the request declares a JSON body.
 fn json_refusal(headers: &HeaderMap) -> Option<Response> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok());
-    if agora_proto::is_json_content_type(content_type) {
-        return None;
-    }
-    Some(message(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        format!(
-            "the body must be JSON sent with Content-Type: application/json, got {}",
-            content_type.map_or("no Content-Type".to_owned(), |value| format!("{value:?}"))
-        ),
-    ))
+    let reason = agora_sdk::http::non_json_body(headers)?;
+    Some(message(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason))
 }
 
 fn unavailable() -> Response {
@@ -149,74 +132,73 @@ async fn metrics(State(core): State<CoreHandle>) -> Response {
     let Some(figures) = core.call(|core, _| core.metrics()).await else {
         return unavailable();
     };
-    let mut text = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, value: f64| {
-        let _ = writeln!(
-            text,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    gauge(
-        "agora_svc_apps",
-        "Apps defined.",
-        "gauge",
-        figures.apps as f64,
-    );
-    gauge(
-        "agora_svc_instances",
-        "Instances known, any state.",
-        "gauge",
-        figures.instances as f64,
-    );
-    gauge(
-        "agora_svc_instances_running",
-        "Instances running.",
-        "gauge",
-        figures.instances_running as f64,
-    );
-    gauge(
-        "agora_svc_instances_ready",
-        "Instances running and healthy.",
-        "gauge",
-        figures.instances_ready as f64,
-    );
-    gauge(
-        "agora_svc_deployments_running",
-        "Deployments in progress.",
-        "gauge",
-        figures.deployments_running as f64,
-    );
-    gauge(
-        "agora_svc_queued_instances",
-        "Instances waiting to be placed.",
-        "gauge",
-        figures.queued as f64,
-    );
-    gauge(
-        "agora_svc_offers_received_total",
-        "Offers received.",
-        "counter",
-        figures.offers_received as f64,
-    );
-    gauge(
-        "agora_svc_instances_launched_total",
-        "Instances launched.",
-        "counter",
-        figures.launched as f64,
-    );
-    gauge(
-        "agora_svc_kills_total",
-        "Kills sent.",
-        "counter",
-        figures.kills as f64,
-    );
-    gauge(
-        "agora_svc_instance_failures_total",
-        "Instances that ended unexpectedly.",
-        "counter",
-        figures.failures as f64,
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    let mut text = MetricsText::new();
+    // Samples print as f64 always did: `3`, not `3.0`.
+    for (name, help, kind, value) in [
+        (
+            "agora_svc_apps",
+            "Apps defined.",
+            "gauge",
+            figures.apps as f64,
+        ),
+        (
+            "agora_svc_instances",
+            "Instances known, any state.",
+            "gauge",
+            figures.instances as f64,
+        ),
+        (
+            "agora_svc_instances_running",
+            "Instances running.",
+            "gauge",
+            figures.instances_running as f64,
+        ),
+        (
+            "agora_svc_instances_ready",
+            "Instances running and healthy.",
+            "gauge",
+            figures.instances_ready as f64,
+        ),
+        (
+            "agora_svc_deployments_running",
+            "Deployments in progress.",
+            "gauge",
+            figures.deployments_running as f64,
+        ),
+        (
+            "agora_svc_queued_instances",
+            "Instances waiting to be placed.",
+            "gauge",
+            figures.queued as f64,
+        ),
+        (
+            "agora_svc_offers_received_total",
+            "Offers received.",
+            "counter",
+            figures.offers_received as f64,
+        ),
+        (
+            "agora_svc_instances_launched_total",
+            "Instances launched.",
+            "counter",
+            figures.launched as f64,
+        ),
+        (
+            "agora_svc_kills_total",
+            "Kills sent.",
+            "counter",
+            figures.kills as f64,
+        ),
+        (
+            "agora_svc_instance_failures_total",
+            "Instances that ended unexpectedly.",
+            "counter",
+            figures.failures as f64,
+        ),
+    ] {
+        text.single(name, help, kind, value);
+    }
+    text.into_response()
 }
 
 async fn info(State(core): State<CoreHandle>) -> Response {

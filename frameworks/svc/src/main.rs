@@ -13,21 +13,6 @@ const EXIT_STARTUP: u8 = 3;
 /// Exit code when the daemon stopped on an error while running.
 const EXIT_RUNTIME: u8 = 4;
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
-}
-
 async fn serve(args: ServeArgs) -> ExitCode {
     let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -50,13 +35,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_STARTUP);
         }
     };
-    let cancel = handle.cancellation();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        cancel.cancel();
-    });
-    match handle.wait().await {
+    match handle.serve_until_signal().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("svcframework: {error}");

@@ -1,6 +1,7 @@
-//! Running the daemon: [`spawn`] opens the store, recovers the core, subscribes to the master
-//! and serves the REST API. The SDK's [`Runtime`] owns the core and carries out its commands
-//! (store writes before anything is sent); this file only plugs svc's core and store into it.
+//! Running the daemon: [`spawn`] opens the store, recovers the core and hands it to the SDK's
+//! [`daemon`], which subscribes to the master, runs the core in the SDK's runtime (store
+//! writes before anything is sent) and serves the REST API; this file only plugs svc's core
+//! and store into it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,18 +10,13 @@ use std::time::{Duration, SystemTime};
 
 use agora_proto::v1;
 use agora_proto::{AgentId, FrameworkId, OfferId, TaskId};
-use agora_sdk::runtime::core_calls;
-use agora_sdk::{
-    CoreCalls, DriverConfig, FrameworkCore, FrameworkStore, LaunchFailure, Runtime, RuntimeConfig,
-    RuntimeError, SchedulerDriver,
-};
-use tokio::net::TcpListener;
+use agora_sdk::daemon::{self, DaemonConfig, DaemonError, DaemonHandle, DaemonStartError};
+use agora_sdk::store::blocking;
+use agora_sdk::{CoreCalls, FrameworkCore, LaunchFailure};
 use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::StoreWrite;
-use crate::core::{Command, CoreConfig, SvcCore, SvcEvent};
+use crate::core::{Command, CoreConfig, StoreWrite, SvcCore, SvcEvent};
 use crate::http;
 use crate::store::{StoreError, SvcStore};
 
@@ -58,38 +54,16 @@ impl SvcSettings {
     }
 }
 
-/// Why the daemon could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum SvcStartError {
-    /// The store could not be opened or read.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Stored state no longer loads.
-    #[error(transparent)]
-    Recovery(#[from] crate::core::RecoveryError),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {address}: {reason}")]
-    Bind {
-        /// The address.
-        address: SocketAddr,
-        /// Why.
-        reason: String,
-    },
-    /// The driver refused its configuration.
-    #[error("cannot start the scheduler driver: {0}")]
-    Driver(String),
-}
+/// Why the daemon could not start: its store, its stored state, its listen address or
+/// the driver's configuration.
+pub type SvcStartError = DaemonStartError;
 
-/// Why the daemon stopped on its own.
-#[derive(Debug, thiserror::Error)]
-pub enum SvcRunError {
-    /// A store write failed: the daemon stops rather than act on state it could not save.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The master ended the framework for good (torn down or removed).
-    #[error("the master ended the framework: {0}")]
-    Removed(String),
-}
+/// Why the daemon stopped on its own: a store write failed (it stops rather than act on
+/// state it could not save), or the master ended the framework for good.
+pub type SvcRunError = DaemonError<StoreError>;
+
+/// A running daemon; dropping it stops the daemon in the background.
+pub type SvcHandle = DaemonHandle<StoreError>;
 
 /// A handle to the runtime that owns the core.
 #[derive(Clone)]
@@ -123,104 +97,22 @@ impl CoreHandle {
     }
 }
 
-/// A running daemon.
-#[derive(Debug)]
-pub struct SvcHandle {
-    local_addr: SocketAddr,
-    cancel: CancellationToken,
-    actor: JoinHandle<Result<(), SvcRunError>>,
-    server: JoinHandle<()>,
-}
-
-impl SvcHandle {
-    /// The REST API's bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// `http://<local_addr>`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.local_addr)
-    }
-
-    /// Stops serving and leaves the framework registered (its tasks keep running for the
-    /// failover timeout, as after a crash), then waits for both tasks.
-    pub async fn shutdown(self) -> Result<(), SvcRunError> {
-        self.cancel.cancel();
-        stop_server(self.server).await;
-        match self.actor.await {
-            Ok(result) => result,
-            Err(_) => Ok(()),
-        }
-    }
-
-    /// Waits until the daemon stops by itself (or is shut down).
-    pub async fn wait(self) -> Result<(), SvcRunError> {
-        let result = match self.actor.await {
-            Ok(result) => result,
-            Err(_) => Ok(()),
-        };
-        self.cancel.cancel();
-        stop_server(self.server).await;
-        result
-    }
-
-    /// A token that stops the daemon when cancelled.
-    pub fn cancellation(&self) -> CancellationToken {
-        self.cancel.clone()
-    }
-}
-
-/// Waits for open HTTP requests to finish, at most [`SHUTDOWN_GRACE`].
-async fn stop_server(server: JoinHandle<()>) {
-    let abort = server.abort_handle();
-    if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
-        abort.abort();
-    }
-}
-
-/// How long a shutdown waits for open HTTP requests.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// Opens the store, recovers, subscribes and serves.
 pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
     let work_dir = settings.work_dir.clone();
-    let store = tokio::task::spawn_blocking(move || SvcStore::open(&work_dir))
-        .await
-        .map_err(|error| StoreError::Backend {
-            operation: "open",
-            reason: error.to_string(),
-        })??;
-    let store = Arc::new(store);
+    let store = Arc::new(blocking("open", move || SvcStore::open(&work_dir)).await?);
     let loader = store.clone();
-    let recovered = tokio::task::spawn_blocking(move || loader.load())
-        .await
-        .map_err(|error| StoreError::Backend {
-            operation: "load",
-            reason: error.to_string(),
-        })??;
+    let recovered = blocking("load", move || loader.load()).await?;
     let mut core_config = settings.core.clone();
     if core_config.seed == 0 {
         core_config.seed = rand::random();
     }
-    let core = SvcCore::recover(core_config, recovered)?;
+    let core = SvcCore::recover(core_config, recovered).map_err(DaemonStartError::recovery)?;
     tracing::info!(
         framework_id = core.framework_id().unwrap_or("(new)"),
         work_dir = %settings.work_dir.display(),
         "svcframework state loaded"
     );
-
-    let listener =
-        TcpListener::bind(settings.listen)
-            .await
-            .map_err(|error| SvcStartError::Bind {
-                address: settings.listen,
-                reason: error.to_string(),
-            })?;
-    let local_addr = listener.local_addr().map_err(|error| SvcStartError::Bind {
-        address: settings.listen,
-        reason: error.to_string(),
-    })?;
 
     let framework = v1::FrameworkInfo {
         id: core.framework_id().unwrap_or_default().to_owned(),
@@ -231,89 +123,36 @@ pub async fn spawn(settings: SvcSettings) -> Result<SvcHandle, SvcStartError> {
         capabilities: vec![v1::FrameworkCapability::TaskKillingState as i32],
         ..Default::default()
     };
-    let mut driver_config = DriverConfig::new(settings.master_url.clone(), framework);
-    // Acknowledge an update only after its consequences are stored.
-    driver_config.auto_acknowledge = false;
+    let mut config = DaemonConfig::new(
+        settings.master_url,
+        framework,
+        settings.listen,
+        settings.tick_interval,
+    );
     // Room for a burst of updates (100,000 instances starting at once) while the daemon is
     // busy: the master drops a framework stream that falls too far behind.
-    driver_config.event_buffer = DRIVER_EVENT_BUFFER;
-    let (driver, driver_events) = SchedulerDriver::start(driver_config)
-        .map_err(|error| SvcStartError::Driver(error.to_string()))?;
-
-    let cancel = CancellationToken::new();
-    let (calls, call_receiver) = core_calls(256);
+    config.event_buffer = Some(DRIVER_EVENT_BUFFER);
     let (events, _) = broadcast::channel(1024);
-    let handle = CoreHandle {
-        calls,
-        events: events.clone(),
-        shutdown: cancel.clone(),
-    };
-    let runtime_config = RuntimeConfig {
-        tick_interval: settings.tick_interval,
-        ..RuntimeConfig::default()
-    };
-    let runtime = Runtime::new(core, store, driver, runtime_config).with_notices(events);
-    let actor_cancel = cancel.clone();
-    let actor = tokio::spawn(async move {
-        runtime
-            .run(driver_events, call_receiver, actor_cancel)
-            .await
-            .map_err(SvcRunError::from)
-    });
-
-    let router = http::routes(handle);
-    let server_cancel = cancel.clone();
-    let server = tokio::spawn(async move {
-        // Timeouts on silent and slow connections, so half-open ones cannot starve the API.
-        let serve = agora_proto::serve(
-            listener,
-            router,
-            agora_proto::ServeLimits::default(),
-            server_cancel.cancelled_owned(),
-        );
-        if let Err(error) = serve.await {
-            tracing::error!(%error, "svcframework http server failed");
-        }
-    });
-    tracing::info!(listen = %local_addr, master = %settings.master_url, "svcframework serving");
-    Ok(SvcHandle {
-        local_addr,
-        cancel,
-        actor,
-        server,
+    let notices = events.clone();
+    let handle = daemon::start(config, core, store, Some(notices), move |api| {
+        http::routes(CoreHandle {
+            calls: api.calls,
+            events,
+            shutdown: api.shutdown,
+        })
     })
+    .await?;
+    Ok(handle)
 }
 
 /// Driver events buffered between the master's stream and the runtime.
 const DRIVER_EVENT_BUFFER: usize = 1 << 16;
-
-impl From<RuntimeError<StoreError>> for SvcRunError {
-    fn from(error: RuntimeError<StoreError>) -> Self {
-        match error {
-            RuntimeError::Store(error) => SvcRunError::Store(error),
-            RuntimeError::StoreTask(reason) => SvcRunError::Store(StoreError::Backend {
-                operation: "write",
-                reason,
-            }),
-            RuntimeError::Ended(message) => SvcRunError::Removed(message),
-        }
-    }
-}
 
 /// Seconds since the epoch, the core's clock.
 fn seconds(now: SystemTime) -> f64 {
     now.duration_since(SystemTime::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-impl FrameworkStore for SvcStore {
-    type Write = StoreWrite;
-    type Error = StoreError;
-
-    fn apply(&self, writes: &[StoreWrite]) -> Result<(), StoreError> {
-        SvcStore::apply(self, writes)
-    }
 }
 
 impl FrameworkCore for SvcCore {

@@ -3,10 +3,13 @@
 
 use std::path::Path;
 
+use agora_sdk::FrameworkStore;
+use agora_sdk::store::{OrStoreError, decode, encode, open_database};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::de::DeserializeOwned;
 
 use crate::core::{RecoveredState, StoreWrite};
+
+pub use agora_sdk::store::StoreError;
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
@@ -16,88 +19,20 @@ const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances"
 const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
 const FRAMEWORK_ID: &str = "framework_id";
 
-/// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database could not be opened or created.
-    #[error("cannot open store {path}: {reason}")]
-    Open {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// A read or write failed.
-    #[error("store {operation} failed: {reason}")]
-    Backend {
-        /// What was being done.
-        operation: &'static str,
-        /// Why.
-        reason: String,
-    },
-    /// A stored record does not decode.
-    #[error("stored {table} entry {key:?} is corrupt: {reason}")]
-    Corrupt {
-        /// The table.
-        table: &'static str,
-        /// The key.
-        key: String,
-        /// Why.
-        reason: String,
-    },
-}
-
 /// The redb store.
 #[derive(Debug)]
 pub struct SvcStore {
     database: Database,
 }
 
-/// Maps any redb error to [`StoreError::Backend`] naming the operation.
-trait OrStore<T> {
-    fn or_store(self, operation: &'static str) -> Result<T, StoreError>;
-}
-
-impl<T, E: Into<redb::Error>> OrStore<T> for Result<T, E> {
-    fn or_store(self, operation: &'static str) -> Result<T, StoreError> {
-        self.map_err(|error| StoreError::Backend {
-            operation,
-            reason: error.into().to_string(),
-        })
-    }
-}
-
 fn version_key(app_id: &str, version: &str) -> String {
     format!("{app_id}\0{version}")
-}
-
-fn decode<T: DeserializeOwned>(
-    table: &'static str,
-    key: &str,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
-        table,
-        key: key.to_owned(),
-        reason: error.to_string(),
-    })
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    // Serialising these plain structs to JSON cannot fail (no maps with non-string keys).
-    serde_json::to_vec(value).unwrap_or_default()
 }
 
 impl SvcStore {
     /// Opens or creates `<work_dir>/svc.redb`.
     pub fn open(work_dir: &Path) -> Result<Self, StoreError> {
-        let path = work_dir.join("svc.redb");
-        let open_error = |reason: String| StoreError::Open {
-            path: path.display().to_string(),
-            reason,
-        };
-        std::fs::create_dir_all(work_dir).map_err(|error| open_error(error.to_string()))?;
-        let database = Database::create(&path).map_err(|error| open_error(error.to_string()))?;
+        let (database, _path) = open_database(work_dir, "svc.redb")?;
         let store = SvcStore { database };
         let transaction = store.database.begin_write().or_store("create tables")?;
         transaction.open_table(META).or_store("create tables")?;
@@ -161,9 +96,14 @@ impl SvcStore {
         }
         Ok(state)
     }
+}
+
+impl FrameworkStore for SvcStore {
+    type Write = StoreWrite;
+    type Error = StoreError;
 
     /// Applies a batch of writes in one transaction (all or nothing, durable on return).
-    pub fn apply(&self, writes: &[StoreWrite]) -> Result<(), StoreError> {
+    fn apply(&self, writes: &[StoreWrite]) -> Result<(), StoreError> {
         let transaction = self.database.begin_write().or_store("write")?;
         {
             let mut meta = transaction.open_table(META).or_store("write")?;
@@ -177,7 +117,7 @@ impl SvcStore {
                         meta.insert(FRAMEWORK_ID, id.as_str()).or_store("write")?;
                     }
                     StoreWrite::PutApp { app_id, app } => {
-                        apps.insert(app_id.as_str(), encode(app).as_slice())
+                        apps.insert(app_id.as_str(), encode(app)?.as_slice())
                             .or_store("write")?;
                     }
                     StoreWrite::DeleteApp { app_id } => {
@@ -202,13 +142,13 @@ impl SvcStore {
                         versions
                             .insert(
                                 version_key(app_id, version).as_str(),
-                                encode(definition).as_slice(),
+                                encode(definition)?.as_slice(),
                             )
                             .or_store("write")?;
                     }
                     StoreWrite::PutInstance(instance) => {
                         instances
-                            .insert(instance.task_id.as_str(), encode(instance).as_slice())
+                            .insert(instance.task_id.as_str(), encode(instance)?.as_slice())
                             .or_store("write")?;
                     }
                     StoreWrite::DeleteInstance { task_id } => {
@@ -216,7 +156,7 @@ impl SvcStore {
                     }
                     StoreWrite::PutDeployment(deployment) => {
                         deployments
-                            .insert(deployment.id.as_str(), encode(deployment).as_slice())
+                            .insert(deployment.id.as_str(), encode(deployment)?.as_slice())
                             .or_store("write")?;
                     }
                     StoreWrite::DeleteDeployment { id } => {

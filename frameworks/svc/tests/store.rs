@@ -2,6 +2,7 @@
 //! reports a corrupt record instead of panicking.
 
 use agora_proto::v1::TaskState;
+use agora_sdk::FrameworkStore;
 use agora_svc::core::{Deployment, Instance, LaunchBackoff, StoreWrite, StoredApp};
 use agora_svc::store::SvcStore;
 use serde_json::json;

@@ -14,6 +14,8 @@ use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::wait::{Probe, poll_until};
+
 use super::daemon::Daemon;
 
 /// How the cluster is configured; the defaults are the CI sizes of the fault suite.
@@ -349,19 +351,21 @@ impl FaultCluster {
 
     /// Waits until the master answers `GetState`.
     pub async fn wait_master_up(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.state().await.is_ok() {
-                return Ok(());
+        let timeout = Duration::from_secs(30);
+        let answered = poll_until(timeout, Duration::from_millis(100), async || {
+            match self.state().await {
+                Ok(_) => Probe::Met(()),
+                Err(_) if !self.master.is_running() => Probe::Failed("it exited".to_owned()),
+                Err(error) => Probe::NotYet(format!("{error:#}")),
             }
-            if !self.master.is_running() || Instant::now() >= deadline {
-                anyhow::bail!(
-                    "the master did not answer GetState within 30 s; its log:\n{}",
-                    self.master.log_tail(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await;
+        answered.map_err(|last| {
+            anyhow::anyhow!(
+                "the master did not answer GetState within {timeout:?} ({last}); its log:\n{}",
+                self.master.log_tail(40)
+            )
+        })
     }
 
     /// Waits until `count` agents are active at the master; learns their ids.
@@ -370,32 +374,24 @@ impl FaultCluster {
         count: usize,
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let last = match self.state().await {
-                Ok(state) => {
-                    for agent in &state.agents {
-                        if let Some(info) = &agent.info {
-                            self.agent_ids
-                                .insert(info.hostname.clone(), info.id.clone());
-                        }
-                    }
-                    let active = active_agents(&state);
-                    if active >= count {
-                        return Ok(());
-                    }
-                    format!("{active} active")
-                }
-                Err(error) => format!("{error:#}"),
+        let active = poll_until(timeout, Duration::from_millis(200), async || {
+            let state = match self.state().await {
+                Ok(state) => state,
+                Err(error) => return Probe::NotYet(format!("{error:#}")),
             };
-            if Instant::now() >= deadline {
-                anyhow::bail!(
-                    "{count} active agents not within {timeout:?} ({last})\n{}",
-                    self.log_tails(30)
-                );
+            for agent in &state.agents {
+                if let Some(info) = &agent.info {
+                    self.agent_ids
+                        .insert(info.hostname.clone(), info.id.clone());
+                }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            match active_agents(&state) {
+                active if active >= count => Probe::Met(()),
+                active => Probe::NotYet(format!("{active} active")),
+            }
+        })
+        .await;
+        active.map_err(|last| self.not_within(&format!("{count} active agents"), timeout, &last))
     }
 
     /// Waits until every framework process of the cluster is connected at the master; learns
@@ -408,38 +404,45 @@ impl FaultCluster {
         if self.batch.is_some() {
             names.push(self.batch_name.clone());
         }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let last = match self.state().await {
-                Ok(state) => {
-                    let mut connected = 0;
-                    for framework in &state.frameworks {
-                        let Some(info) = &framework.info else {
-                            continue;
-                        };
-                        if names.contains(&info.name) {
-                            self.framework_ids
-                                .insert(info.name.clone(), info.id.clone());
-                            if framework.connected {
-                                connected += 1;
-                            }
-                        }
-                    }
-                    if connected == names.len() {
-                        return Ok(());
-                    }
-                    format!("{connected} of {} connected", names.len())
-                }
-                Err(error) => format!("{error:#}"),
+        let connected = poll_until(timeout, Duration::from_millis(100), async || {
+            let state = match self.state().await {
+                Ok(state) => state,
+                Err(error) => return Probe::NotYet(format!("{error:#}")),
             };
-            if Instant::now() >= deadline {
-                anyhow::bail!(
-                    "frameworks {names:?} not connected within {timeout:?} ({last})\n{}",
-                    self.log_tails(30)
-                );
+            let mut connected = 0;
+            for framework in &state.frameworks {
+                let Some(info) = &framework.info else {
+                    continue;
+                };
+                if names.contains(&info.name) {
+                    self.framework_ids
+                        .insert(info.name.clone(), info.id.clone());
+                    if framework.connected {
+                        connected += 1;
+                    }
+                }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            match connected {
+                all if all == names.len() => Probe::Met(()),
+                some => Probe::NotYet(format!("{some} of {} connected", names.len())),
+            }
+        })
+        .await;
+        connected.map_err(|last| {
+            self.not_within(
+                &format!("frameworks {names:?} all connected"),
+                timeout,
+                &last,
+            )
+        })
+    }
+
+    /// The failure of a wait for `what`: what the last look saw, and the daemons' log tails.
+    fn not_within(&self, what: &str, timeout: Duration, last: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{what} not within {timeout:?} ({last})\n{}",
+            self.log_tails(30)
+        )
     }
 
     /// The last `lines` lines of every daemon's log.
@@ -475,19 +478,21 @@ impl FaultCluster {
             "taskKillGracePeriodSeconds": 1,
             "upgradeStrategy": { "minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5 }
         });
-        self.svc_send(reqwest::Method::POST, "/v2/apps", Some(&app))
+        self.svc_api()
+            .send(reqwest::Method::POST, "/v2/apps", Some(&app))
             .await
     }
 
     /// Scales app `app_id` to `instances` (overriding a running deployment).
     pub async fn svc_scale(&self, app_id: &str, instances: u32) -> anyhow::Result<Value> {
         let path = format!("/v2/apps/{}?force=true", app_id.trim_start_matches('/'));
-        self.svc_send(
-            reqwest::Method::PUT,
-            &path,
-            Some(&json!({ "instances": instances })),
-        )
-        .await
+        self.svc_api()
+            .send(
+                reqwest::Method::PUT,
+                &path,
+                Some(&json!({ "instances": instances })),
+            )
+            .await
     }
 
     /// Rolling restart of app `app_id` (`svcframework restart APP`).
@@ -496,37 +501,35 @@ impl FaultCluster {
             "/v2/apps/{}/restart?force=true",
             app_id.trim_start_matches('/')
         );
-        self.svc_send(reqwest::Method::POST, &path, None).await
+        self.svc_api()
+            .send(reqwest::Method::POST, &path, None)
+            .await
     }
 
     /// The instances svcframework lists for app `app_id`.
     pub async fn svc_tasks(&self, app_id: &str) -> anyhow::Result<Vec<Value>> {
         let path = format!("/v2/apps/{}/tasks", app_id.trim_start_matches('/'));
-        let body = self.svc_send(reqwest::Method::GET, &path, None).await?;
+        let body = self
+            .svc_api()
+            .send(reqwest::Method::GET, &path, None)
+            .await?;
         Ok(body["tasks"].as_array().cloned().unwrap_or_default())
     }
 
     /// svcframework's deployments.
     pub async fn svc_deployments(&self) -> anyhow::Result<Vec<Value>> {
         let body = self
-            .svc_send(reqwest::Method::GET, "/v2/deployments", None)
+            .svc_api()
+            .send(reqwest::Method::GET, "/v2/deployments", None)
             .await?;
         Ok(body.as_array().cloned().unwrap_or_default())
     }
 
-    async fn svc_send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
-        send_json(
-            &self.http,
-            method,
-            &format!("{}{path}", self.svc_url()),
-            body,
-        )
-        .await
+    fn svc_api(&self) -> FrameworkApi<'_> {
+        FrameworkApi {
+            http: &self.http,
+            base: self.svc_url(),
+        }
     }
 
     /// Waits until svcframework lists at least `count` RUNNING instances of `app_id`; returns
@@ -537,29 +540,28 @@ impl FaultCluster {
         count: usize,
         timeout: Duration,
     ) -> anyhow::Result<Vec<Value>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let last = match self.svc_tasks(app_id).await {
-                Ok(tasks) => {
-                    let running = tasks
-                        .iter()
-                        .filter(|task| task["state"] == "TASK_RUNNING")
-                        .count();
-                    if running >= count {
-                        return Ok(tasks);
-                    }
-                    format!("{running} running of {}", tasks.len())
-                }
-                Err(error) => format!("{error:#}"),
+        let running = poll_until(timeout, Duration::from_millis(200), async || {
+            let tasks = match self.svc_tasks(app_id).await {
+                Ok(tasks) => tasks,
+                Err(error) => return Probe::NotYet(format!("{error:#}")),
             };
-            if Instant::now() >= deadline {
-                anyhow::bail!(
-                    "{app_id}: {count} running instances not within {timeout:?} ({last})\n{}",
-                    self.log_tails(30)
-                );
+            let running = tasks
+                .iter()
+                .filter(|task| task["state"] == "TASK_RUNNING")
+                .count();
+            match running {
+                enough if enough >= count => Probe::Met(tasks),
+                fewer => Probe::NotYet(format!("{fewer} running of {}", tasks.len())),
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await;
+        running.map_err(|last| {
+            self.not_within(
+                &format!("{app_id}: {count} running instances"),
+                timeout,
+                &last,
+            )
+        })
     }
 
     // ----- batchframework -----
@@ -567,7 +569,8 @@ impl FaultCluster {
     /// Submits a job; returns the run number it started.
     pub async fn batch_submit(&self, job: &Value) -> anyhow::Result<u64> {
         let body = self
-            .batch_send(reqwest::Method::POST, "/v1/jobs", Some(job))
+            .batch_api()
+            .send(reqwest::Method::POST, "/v1/jobs", Some(job))
             .await?;
         body["run"]
             .as_u64()
@@ -576,27 +579,20 @@ impl FaultCluster {
 
     /// One run of a job, with its attempts.
     pub async fn batch_run(&self, job_id: &str, run: u64) -> anyhow::Result<Value> {
-        self.batch_send(
-            reqwest::Method::GET,
-            &format!("/v1/jobs/{job_id}/runs/{run}"),
-            None,
-        )
-        .await
+        self.batch_api()
+            .send(
+                reqwest::Method::GET,
+                &format!("/v1/jobs/{job_id}/runs/{run}"),
+                None,
+            )
+            .await
     }
 
-    async fn batch_send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
-        send_json(
-            &self.http,
-            method,
-            &format!("{}{path}", self.batch_url()),
-            body,
-        )
-        .await
+    fn batch_api(&self) -> FrameworkApi<'_> {
+        FrameworkApi {
+            http: &self.http,
+            base: self.batch_url(),
+        }
     }
 
     // ----- Docker -----
@@ -753,28 +749,39 @@ async fn remove_labelled(docker: &Docker, label: &str) -> anyhow::Result<usize> 
     Ok(removed)
 }
 
-async fn send_json(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    body: Option<&Value>,
-) -> anyhow::Result<Value> {
-    let mut request = http.request(method.clone(), url);
-    if let Some(body) = body {
-        request = request.json(body);
+/// One framework's API, as the suite calls it.
+struct FrameworkApi<'a> {
+    http: &'a reqwest::Client,
+    base: String,
+}
+
+impl FrameworkApi<'_> {
+    /// Sends `method path` (with a JSON `body`); the answer's JSON, or an error naming the
+    /// request and the status.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        anyhow::ensure!(
+            status.is_success(),
+            "{method} {url} answered {status}: {value}"
+        );
+        Ok(value)
     }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("{method} {url}"))?;
-    let status = response.status();
-    let text = response.text().await?;
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    anyhow::ensure!(
-        status.is_success(),
-        "{method} {url} answered {status}: {value}"
-    );
-    Ok(value)
 }
 
 /// The daemon packages, built in one cargo invocation: building them one package at a time

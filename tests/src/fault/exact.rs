@@ -10,6 +10,7 @@ use agora_proto::v1;
 use tokio::time::Instant;
 
 use super::cluster::{FaultCluster, active_agents};
+use crate::wait::{Probe, poll_until};
 
 /// How often the three views are compared.
 const POLL: Duration = Duration::from_millis(250);
@@ -268,31 +269,40 @@ impl FaultCluster {
         let start = Instant::now();
         let deadline = start + timeout;
         let mut exact_since: Option<Instant> = None;
-        loop {
+        // An app that is exact at the deadline gets the time to prove it stays so.
+        let exact = poll_until(timeout + settle, POLL, async || {
             let observed = self.observe_svc(app_id).await;
             let now = Instant::now();
             match observed.inexact(wanted, agents) {
                 None => {
                     let since = *exact_since.get_or_insert(now);
                     if now.duration_since(since) >= settle {
-                        let fault = self.fault_at().unwrap_or(start);
-                        return Ok(since.saturating_duration_since(fault));
+                        return Probe::Met(since);
                     }
+                    Probe::NotYet(format!(
+                        "exact for less than {settle:?}; last seen:\n{observed}"
+                    ))
                 }
                 Some(reason) => {
                     exact_since = None;
-                    if now >= deadline {
-                        let failure = format!(
-                            "{app_id}: not exact within {timeout:?} ({reason}); wanted {wanted} \
-                             on {agents} agents; last seen:\n{observed}\n{}",
-                            self.log_tails(25)
-                        );
-                        let late = self.linger_svc(app_id, wanted, agents).await;
-                        anyhow::bail!("{failure}\n{late}");
-                    }
+                    let seen = format!(
+                        "{reason}; wanted {wanted} on {agents} agents; last seen:\n{observed}"
+                    );
+                    Probe::unmet(now >= deadline, seen)
                 }
             }
-            tokio::time::sleep(POLL).await;
+        })
+        .await;
+        match exact {
+            Ok(since) => Ok(self.since_fault(since, start)),
+            Err(last) => {
+                let failure = format!(
+                    "{app_id}: not exact within {timeout:?}: {last}\n{}",
+                    self.log_tails(25)
+                );
+                let late = self.linger_svc(app_id, wanted, agents).await;
+                anyhow::bail!("{failure}\n{late}");
+            }
         }
     }
 
@@ -304,24 +314,28 @@ impl FaultCluster {
         if linger.is_zero() {
             return "(set AGORA_FAULT_LINGER_SECONDS to see whether it converges later)".to_owned();
         }
-        let until = Instant::now() + linger;
-        while Instant::now() < until {
-            let observed = self.observe_svc(app_id).await;
-            if observed.inexact(wanted, agents).is_none() {
+        let exact = poll_until(linger, POLL, async || {
+            match self.observe_svc(app_id).await.inexact(wanted, agents) {
+                None => Probe::Met(()),
+                Some(reason) => Probe::NotYet(reason),
+            }
+        })
+        .await;
+        match exact {
+            Ok(()) => {
                 let since = self
                     .fault_at()
                     .map_or(Duration::ZERO, |fault| fault.elapsed());
-                return format!(
+                format!(
                     "LATE: exact only {:.1} s after the fault",
                     since.as_secs_f64()
-                );
+                )
             }
-            tokio::time::sleep(POLL).await;
+            Err(_) => format!(
+                "STILL NOT EXACT after lingering {} s more",
+                linger.as_secs()
+            ),
         }
-        format!(
-            "STILL NOT EXACT after lingering {} s more",
-            linger.as_secs()
-        )
     }
 
     /// Waits until run `run` of batch job `job_id` is exactly done: SUCCEEDED with
@@ -338,26 +352,35 @@ impl FaultCluster {
         timeout: Duration,
     ) -> anyhow::Result<Duration> {
         let start = Instant::now();
-        let deadline = start + timeout;
         let prefix = format!("{job_id}.r{run}.");
-        loop {
+        let done = poll_until(timeout, POLL, async || {
             let (observed, reason) = self.observe_batch(job_id, run, &prefix, expect).await;
             let now = Instant::now();
             let Some(reason) = reason else {
-                let fault = self.fault_at().unwrap_or(start);
-                return Ok(now.saturating_duration_since(fault));
+                return Probe::Met(now);
             };
+            let seen = format!("{reason}; last seen:\n{observed}");
             // A finished run that is wrong does not get right by waiting, unless work of it
             // is still in flight somewhere.
             let settled_wrong = observed.finished && observed.running_anywhere == 0;
-            if now >= deadline || (settled_wrong && now >= start + Duration::from_secs(10)) {
-                anyhow::bail!(
-                    "job {job_id} run {run}: not exact ({reason}); last seen:\n{observed}\n{}",
-                    self.log_tails(25)
-                );
-            }
-            tokio::time::sleep(POLL).await;
+            Probe::unmet(
+                settled_wrong && now >= start + Duration::from_secs(10),
+                seen,
+            )
+        })
+        .await;
+        match done {
+            Ok(at) => Ok(self.since_fault(at, start)),
+            Err(last) => anyhow::bail!(
+                "job {job_id} run {run}: not exact: {last}\n{}",
+                self.log_tails(25)
+            ),
         }
+    }
+
+    /// How long after the last fault (or `start`, when there was none) `at` came.
+    fn since_fault(&self, at: Instant, start: Instant) -> Duration {
+        at.saturating_duration_since(self.fault_at().unwrap_or(start))
     }
 
     async fn observe_batch(
