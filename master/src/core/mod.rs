@@ -29,6 +29,8 @@ mod held_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
+mod span_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;
@@ -304,7 +306,60 @@ impl std::fmt::Debug for Master {
     }
 }
 
+/// The span every log line about one task is written in (as in the agent), so that a grep of
+/// its id follows it through the master.
+pub(crate) fn task_span(framework_id: &FrameworkId, task_id: &TaskId) -> tracing::Span {
+    tracing::info_span!("task", framework_id = %framework_id, task_id = %task_id)
+}
+
+/// The span of a subscription: the framework's name, its principal when it has one, and its id
+/// when it fails over (a newcomer's id is recorded once the master assigns it).
+fn subscribe_span(info: &v1::FrameworkInfo) -> tracing::Span {
+    let span = tracing::info_span!(
+        "framework",
+        name = %info.name,
+        framework_id = tracing::field::Empty,
+        principal = tracing::field::Empty,
+    );
+    if !info.id.is_empty() {
+        span.record("framework_id", tracing::field::display(&info.id));
+    }
+    if !info.principal.is_empty() {
+        span.record("principal", tracing::field::display(&info.principal));
+    }
+    span
+}
+
 impl Master {
+    /// The span of a call of framework `framework_id`, with its name and principal when the
+    /// master knows them (looked up only when the span is enabled: a quiet master pays nothing).
+    pub(crate) fn framework_span(&self, framework_id: &str) -> tracing::Span {
+        let span = tracing::info_span!(
+            "framework",
+            framework_id = %framework_id,
+            name = tracing::field::Empty,
+            principal = tracing::field::Empty,
+        );
+        if span.is_disabled() {
+            return span;
+        }
+        if let Some(framework) = self.frameworks.get(&FrameworkId::new(framework_id)) {
+            span.record("name", tracing::field::display(&framework.info.name));
+            if !framework.info.principal.is_empty() {
+                span.record(
+                    "principal",
+                    tracing::field::display(&framework.info.principal),
+                );
+            }
+        }
+        span
+    }
+
+    /// [`Master::framework_span`] of the framework a scheduler call names in its header.
+    fn call_span(&self, header: Option<&v1::CallHeader>) -> tracing::Span {
+        self.framework_span(header.map_or("", |header| header.framework_id.as_str()))
+    }
+
     /// A master starting at `now`, recovering agents and frameworks from `registry`. Recovered
     /// agents wait `agent_reregister_timeout` to re-register; recovered frameworks get their
     /// failover timeout from `now` to re-subscribe.
@@ -412,6 +467,7 @@ impl Master {
         conn: ConnId,
         framework: v1::FrameworkInfo,
     ) -> Result<v1::Subscribed, MasterError> {
+        let _framework = subscribe_span(&framework).entered();
         self.subscribe_impl(now, conn, framework, false)
     }
 
@@ -424,12 +480,18 @@ impl Master {
         framework: v1::FrameworkInfo,
         suppressed: bool,
     ) -> Result<v1::Subscribed, MasterError> {
+        let _framework = subscribe_span(&framework).entered();
         self.subscribe_impl(now, conn, framework, suppressed)
     }
 
     /// The subscription stream `conn` ended; the framework's failover timer starts if it was
     /// the current one.
     pub fn framework_disconnected(&mut self, now: Now, conn: ConnId) {
+        let span = match self.frameworks.by_conn.get(&conn) {
+            Some(framework_id) => self.framework_span(framework_id.as_str()),
+            None => tracing::Span::none(),
+        };
+        let _framework = span.entered();
         self.framework_disconnected_impl(now, conn)
     }
 
@@ -439,26 +501,31 @@ impl Master {
         now: Now,
         request: v1::AcceptRequest,
     ) -> Result<v1::AcceptResponse, MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         self.accept_impl(now, request)
     }
 
     /// Returns offers and filters their resources for `refuse_seconds`.
     pub fn decline(&mut self, now: Now, request: v1::DeclineRequest) -> Result<(), MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         self.decline_impl(now, request)
     }
 
     /// Clears the framework's filters and resumes offers.
     pub fn revive(&mut self, now: Now, request: v1::ReviveRequest) -> Result<(), MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         self.revive_impl(now, request)
     }
 
     /// Stops offers to the framework until it revives.
     pub fn suppress(&mut self, now: Now, request: v1::SuppressRequest) -> Result<(), MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         self.suppress_impl(now, request)
     }
 
     /// Kills a task.
     pub fn kill(&mut self, now: Now, request: v1::KillRequest) -> Result<(), MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         self.kill_impl(now, request)
     }
 
@@ -468,6 +535,7 @@ impl Master {
         now: Now,
         request: v1::AcknowledgeRequest,
     ) -> Result<(), MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         self.acknowledge_impl(now, request)
     }
 
@@ -478,11 +546,13 @@ impl Master {
         now: Now,
         request: v1::ReconcileRequest,
     ) -> Result<(), MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         self.reconcile_impl(now, request)
     }
 
     /// Removes the framework: kills its tasks, rescinds its offers, closes its stream.
     pub fn teardown(&mut self, now: Now, request: v1::TeardownRequest) -> Result<(), MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         self.teardown_impl(now, request)
     }
 

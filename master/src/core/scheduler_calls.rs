@@ -12,7 +12,7 @@ use super::agents::AgentStatus;
 use super::allocator::Quantities;
 use super::frameworks::{Framework, FrameworkConnection};
 use super::tasks::Task;
-use super::{Command, ConnId, Master, MasterError, Now, RegistryUpdate, validation};
+use super::{Command, ConnId, Master, MasterError, Now, RegistryUpdate, task_span, validation};
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> MasterError {
     MasterError::InvalidField {
@@ -51,7 +51,10 @@ impl Master {
         }
 
         let framework_id = if info.id.is_empty() {
-            FrameworkId::generate()
+            let assigned = FrameworkId::generate();
+            // The subscription's span (`subscribe_span`) names the framework from now on.
+            tracing::Span::current().record("framework_id", tracing::field::display(&assigned));
+            assigned
         } else {
             FrameworkId::new(info.id.clone())
         };
@@ -174,8 +177,10 @@ impl Master {
                 continue;
             };
             let agent_id = task.agent_id.clone();
+            let _task = task_span(framework_id, &task_id).entered();
             if !task.is_terminal() {
                 agents_to_shut_down.insert(agent_id.clone());
+                info!(agent_id = %agent_id, state = TaskState::TaskKilled.as_str_name(), reason = why, "task killed: framework removed");
                 let status = Self::master_status(
                     now,
                     framework_id,
@@ -307,6 +312,12 @@ impl Master {
             })
             .collect();
         for status in statuses {
+            let _task = task_span(framework_id, &TaskId::new(status.task_id.clone())).entered();
+            info!(
+                state = status.state().as_str_name(),
+                reason = status.reason().as_str_name(),
+                "launch refused"
+            );
             self.send_update(framework_id, status);
         }
     }
@@ -400,6 +411,7 @@ impl Master {
         }
         let mut needed = Resources::new();
         let mut launched = Vec::with_capacity(tasks.len());
+        let mut launched_ids = Vec::with_capacity(tasks.len());
         let mut launched_infos = Vec::with_capacity(tasks.len());
         for valid in tasks {
             needed.add(&valid.resources);
@@ -427,6 +439,7 @@ impl Master {
                 &valid.resources,
             );
             launched.push(valid.task_id.to_string());
+            launched_ids.push(valid.task_id);
             launched_infos.push(info);
         }
         let mut unused = offered;
@@ -438,7 +451,7 @@ impl Master {
                 .install(&framework_id, &agent_id, unused, now.instant + refuse);
         }
         if !launched_infos.is_empty() {
-            info!(framework_id = %framework_id, agent_id = %agent_id, tasks = launched_infos.len(), "launching tasks");
+            debug!(framework_id = %framework_id, agent_id = %agent_id, tasks = launched_infos.len(), "launching tasks");
             self.send_to_agent(
                 &agent_id,
                 v1::master_message::Message::LaunchTasks(v1::LaunchTasks {
@@ -446,6 +459,10 @@ impl Master {
                     tasks: launched_infos,
                 }),
             );
+            for task_id in &launched_ids {
+                let _task = task_span(&framework_id, task_id).entered();
+                info!(agent_id = %agent_id, "launch sent to agent");
+            }
         }
         self.schedule_allocation(now.instant);
         Ok(v1::AcceptResponse {
@@ -658,9 +675,15 @@ impl Master {
             validation::duration("grace_period_seconds", grace)?;
         }
         let task_id = TaskId::new(request.task_id.clone());
+        let _task = task_span(&framework_id, &task_id).entered();
+        info!(grace_period_seconds = ?request.grace_period_seconds, "kill asked");
         if let Some(task) = self.tasks.get(&framework_id, &task_id) {
             if task.is_terminal() {
                 let status = task.status.clone();
+                debug!(
+                    state = status.state().as_str_name(),
+                    "kill of an ended task: its last status answered"
+                );
                 self.send_update(&framework_id, status);
                 return Ok(());
             }
@@ -674,7 +697,7 @@ impl Master {
                 self.hold_kill_for_agent(&agent_id, &framework_id, &task_id, grace);
                 return Ok(());
             }
-            info!(framework_id = %framework_id, task_id = %task_id, agent_id = %agent_id, "killing task");
+            info!(agent_id = %agent_id, "kill sent to agent");
             self.send_to_agent(
                 &agent_id,
                 v1::master_message::Message::KillTask(v1::KillTask {
@@ -687,6 +710,10 @@ impl Master {
         }
         if let Some(task) = self.tasks.find_completed(&framework_id, &task_id) {
             let status = task.status.clone();
+            debug!(
+                state = status.state().as_str_name(),
+                "kill of an ended task: its last status answered"
+            );
             self.send_update(&framework_id, status);
             return Ok(());
         }
@@ -696,7 +723,7 @@ impl Master {
             // Its agent may still re-register with it: kill it then, or answer once that
             // agent is declared unreachable. Answering TASK_LOST now would make the
             // framework forget a task that is still running.
-            info!(framework_id = %framework_id, task_id = %task_id, ?held_for, "kill of a task on a recovering agent held");
+            info!(?held_for, "kill of a task on a recovering agent held");
             self.awaiting.hold_kill(
                 held_for,
                 framework_id,
@@ -713,6 +740,10 @@ impl Master {
             &task_id,
             agent_id.as_ref(),
             TaskReason::ReasonTaskUnknown,
+        );
+        info!(
+            state = status.state().as_str_name(),
+            "kill of a task unknown to the master answered"
         );
         self.send_update(&framework_id, status);
         Ok(())
@@ -734,6 +765,7 @@ impl Master {
             ));
         }
         let task_id = TaskId::new(request.task_id.clone());
+        let _task = task_span(&framework_id, &task_id).entered();
         let live = self.tasks.get(&framework_id, &task_id);
         let known = live.or_else(|| self.tasks.find_completed(&framework_id, &task_id));
         // An agent sends a task's updates one at a time and moves on only once the oldest is
@@ -766,6 +798,7 @@ impl Master {
         };
         let retire =
             live.is_some_and(|task| task.is_terminal() && task.status.uuid == request.uuid);
+        debug!(agent_id = %agent_id, uuid = %request.uuid, "acknowledgement forwarded to agent");
         self.send_to_agent(
             &agent_id,
             v1::master_message::Message::AckStatus(v1::AckStatus {

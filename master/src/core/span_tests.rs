@@ -1,0 +1,202 @@
+//! The master's log lines about a task carry its id (in the `task` span or the event), and
+//! those written while handling a framework's call sit in its `framework` span, so that a grep
+//! of one task id follows the task through the master's log.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agora_proto::v1;
+use agora_proto::v1::TaskState;
+
+use super::test_support::*;
+
+/// The text a test subscriber wrote, shared with the subscriber's writer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `scenario` with an INFO text subscriber and returns the lines it wrote.
+fn logged(scenario: impl FnOnce()) -> Vec<String> {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, scenario);
+    captured.lines()
+}
+
+/// The one line with `message`; fails listing every line otherwise.
+fn line_with<'a>(lines: &'a [String], message: &str) -> &'a str {
+    let found: Vec<&String> = lines.iter().filter(|line| line.contains(message)).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {message:?} line in:\n{}",
+        lines.join("\n")
+    );
+    found[0]
+}
+
+#[test]
+fn a_task_walk_through_the_master_is_one_grep_of_its_id() {
+    let lines = logged(|| {
+        let mut harness = Harness::new();
+        let (agent_id, agent_conn) = harness.register_agent("cpus:4;mem:4096");
+        let framework = harness.subscribe(framework_info("web-fw", ""));
+        let offers = offers_for(&harness.allocate(), framework.conn);
+        harness
+            .accept(
+                &framework,
+                &offer_ids(&offers),
+                vec![task("walk-1", "cpus:1;mem:64")],
+                Some(0.0),
+            )
+            .expect("accept");
+        harness
+            .status_update(
+                agent_conn,
+                &framework.id,
+                "walk-1",
+                TaskState::TaskRunning,
+                "u1",
+            )
+            .expect("running");
+        // The same state again (a health change, a resend) is no news.
+        harness
+            .status_update(
+                agent_conn,
+                &framework.id,
+                "walk-1",
+                TaskState::TaskRunning,
+                "u2",
+            )
+            .expect("running again");
+        let now = harness.now();
+        harness
+            .master
+            .kill(
+                now,
+                v1::KillRequest {
+                    header: framework.header(),
+                    task_id: "walk-1".to_owned(),
+                    agent_id: agent_id.to_string(),
+                    grace_period_seconds: None,
+                },
+            )
+            .expect("kill");
+        harness
+            .status_update(
+                agent_conn,
+                &framework.id,
+                "walk-1",
+                TaskState::TaskKilled,
+                "u3",
+            )
+            .expect("killed");
+    });
+
+    let launch = line_with(&lines, "launch sent to agent");
+    assert!(launch.contains(" INFO "), "{launch}");
+    assert!(launch.contains("task_id=walk-1"), "{launch}");
+    assert!(launch.contains("agent_id="), "{launch}");
+    assert!(
+        launch.contains("name=web-fw"),
+        "in the framework's span: {launch}"
+    );
+
+    let running: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains("status update relayed"))
+        .collect();
+    assert_eq!(
+        running.len(),
+        2,
+        "RUNNING once at INFO (the repeat is not a change), then KILLED:\n{}",
+        lines.join("\n")
+    );
+    assert!(running[0].contains("TASK_RUNNING"), "{}", running[0]);
+    assert!(
+        running[0].contains("TASK_STAGING"),
+        "the state it left: {}",
+        running[0]
+    );
+    assert!(running[1].contains("TASK_KILLED"), "{}", running[1]);
+
+    for message in ["kill asked", "kill sent to agent"] {
+        let line = line_with(&lines, message);
+        assert!(line.contains("task_id=walk-1"), "{line}");
+        assert!(line.contains("name=web-fw"), "{line}");
+    }
+    for line in lines.iter().filter(|line| line.contains("walk-1")) {
+        assert!(
+            line.contains("task{"),
+            "every line about the task is in its span: {line}"
+        );
+    }
+}
+
+#[test]
+fn tasks_the_master_reports_itself_carry_their_ids() {
+    let lines = logged(|| {
+        let mut harness = Harness::new();
+        let (_, agent_conn) = harness.register_agent("cpus:4;mem:4096");
+        let framework = harness.subscribe(framework_info("cut-fw", ""));
+        let offers = offers_for(&harness.allocate(), framework.conn);
+        harness
+            .accept(
+                &framework,
+                &offer_ids(&offers),
+                vec![task("cut-1", "cpus:1;mem:64")],
+                Some(0.0),
+            )
+            .expect("accept");
+        // An offer that is gone: the task is dropped by the master.
+        let refused = harness.accept(
+            &framework,
+            &offer_ids(&offers),
+            vec![task("dropped-1", "cpus:1;mem:64")],
+            None,
+        );
+        assert!(refused.is_err());
+        harness.silence(agent_conn);
+        harness.run_for(Duration::from_secs(60));
+    });
+
+    let cut = line_with(&lines, "task cut off with its unreachable agent");
+    assert!(cut.contains("task_id=cut-1"), "{cut}");
+    assert!(cut.contains("TASK_LOST"), "{cut}");
+    let dropped = line_with(&lines, "launch refused");
+    assert!(dropped.contains("task_id=dropped-1"), "{dropped}");
+    assert!(dropped.contains("TASK_DROPPED"), "{dropped}");
+}
