@@ -47,6 +47,7 @@ mod event;
 mod placement;
 pub mod runtime;
 pub mod scheduling;
+mod spans;
 
 pub use backoff::Backoff;
 pub use config::DriverConfig;

@@ -1,6 +1,12 @@
-use agora_proto::{AgentId, TaskId};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use agora_proto::v1::{self, TaskReason, TaskState};
+use agora_proto::{AgentId, FrameworkId, TaskId};
 
 use super::reconcile::ReconcileQueue;
+use super::run::log_update;
+use crate::spans::FrameworkSpan;
 
 fn tasks(count: usize) -> Vec<(TaskId, AgentId)> {
     (0..count)
@@ -46,4 +52,96 @@ fn a_short_list_goes_out_whole_and_clear_drops_the_rest() {
     queue.push(tasks(25));
     queue.clear();
     assert_eq!(queue.next_chunk(), None);
+}
+
+/// The text a test subscriber wrote, shared with the subscriber's writer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The lines `scenario` logs at INFO and above.
+fn logged(scenario: impl FnOnce()) -> Vec<String> {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, scenario);
+    let bytes = captured
+        .0
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn status(task_id: &str, state: TaskState, reason: TaskReason) -> v1::TaskStatus {
+    v1::TaskStatus {
+        task_id: task_id.to_owned(),
+        agent_id: "agent-1".to_owned(),
+        state: state as i32,
+        reason: reason as i32,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn updates_are_logged_in_their_task_span_and_confirmations_stay_quiet() {
+    let lines = logged(|| {
+        let mut span = FrameworkSpan::new("svc", None);
+        // The id is recorded once, however often the framework subscribes again.
+        span.subscribed(&FrameworkId::new("fw-1"));
+        span.subscribed(&FrameworkId::new("fw-1"));
+        span.span().in_scope(|| {
+            log_update(&status(
+                "running-1",
+                TaskState::TaskRunning,
+                TaskReason::ReasonUnspecified,
+            ));
+            log_update(&status(
+                "alive-1",
+                TaskState::TaskRunning,
+                TaskReason::ReasonReconciliation,
+            ));
+            log_update(&status(
+                "gone-1",
+                TaskState::TaskLost,
+                TaskReason::ReasonReconciliation,
+            ));
+        });
+    });
+    assert_eq!(lines.len(), 2, "the confirmation is DEBUG: {lines:#?}");
+    for (line, task_id, state) in [
+        (&lines[0], "running-1", "TASK_RUNNING"),
+        (&lines[1], "gone-1", "TASK_LOST"),
+    ] {
+        assert!(line.contains(" INFO "), "{line}");
+        assert!(
+            line.contains(&format!(
+                "framework{{name=svc framework_id=fw-1}}:task{{task_id={task_id}}}"
+            )),
+            "{line}"
+        );
+        assert!(line.contains("status update received"), "{line}");
+        assert!(line.contains(state), "{line}");
+        assert!(line.contains("agent_id=agent-1"), "{line}");
+    }
 }
