@@ -294,8 +294,8 @@ impl SvcCore {
                     self.instances.insert(instance);
                     self.persist_instance(&task_id);
                     tracing::info!(
-                        app_id,
-                        task_id,
+                        app_id = %app_id,
+                        task_id = %task_id,
                         agent_id = %offer.agent_id(),
                         host = offer.hostname(),
                         "instance placed"
