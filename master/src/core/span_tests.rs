@@ -2,20 +2,35 @@
 //! those written while handling a framework's call sit in its `framework` span, so that a grep
 //! of one task id follows the task through the master's log.
 
+use std::cell::RefCell;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use agora_proto::v1;
 use agora_proto::v1::TaskState;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::{Layer as _, filter};
 
 use super::test_support::*;
 
-/// The text a test subscriber wrote, shared with the subscriber's writer.
+thread_local! {
+    /// Where this thread's log lines go while a test captures them.
+    static CAPTURE: RefCell<Option<Captured>> = const { RefCell::new(None) };
+}
+
+/// The text captured on one thread.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Captured {
+    fn push(&self, bytes: &[u8]) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend_from_slice(bytes);
+    }
+
     fn lines(&self) -> Vec<String> {
         let bytes = self
             .0
@@ -29,12 +44,16 @@ impl Captured {
     }
 }
 
-impl Write for Captured {
+/// Writes into the capture of the thread the line is logged on.
+struct ThreadCapture;
+
+impl Write for ThreadCapture {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .extend_from_slice(bytes);
+        CAPTURE.with(|capture| {
+            if let Some(captured) = capture.borrow().as_ref() {
+                captured.push(bytes);
+            }
+        });
         Ok(bytes.len())
     }
 
@@ -43,16 +62,37 @@ impl Write for Captured {
     }
 }
 
-/// Runs `scenario` with an INFO text subscriber and returns the lines it wrote.
+fn capturing() -> bool {
+    CAPTURE.with(|capture| capture.borrow().is_some())
+}
+
+/// One process-wide subscriber that writes INFO and above only on threads that capture. A
+/// scoped subscriber per test would race with the other tests of the binary over tracing's
+/// global callsite cache (a callsite they register first can stay disabled for it); this one's
+/// filter is asked at every line, so nothing is cached.
+fn install_capturing_subscriber() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let only_capturing_threads = filter::dynamic_filter_fn(|metadata, _| {
+            *metadata.level() <= tracing::Level::INFO && capturing()
+        });
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(|| ThreadCapture)
+            .with_filter(only_capturing_threads);
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+    });
+    // Callsites registered before the subscriber was installed learn that it exists.
+    tracing::callsite::rebuild_interest_cache();
+}
+
+/// Runs `scenario` on this thread and returns the lines it logged at INFO and above.
 fn logged(scenario: impl FnOnce()) -> Vec<String> {
+    install_capturing_subscriber();
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, scenario);
+    CAPTURE.with(|capture| *capture.borrow_mut() = Some(captured.clone()));
+    scenario();
+    CAPTURE.with(|capture| *capture.borrow_mut() = None);
     captured.lines()
 }
 

@@ -1,8 +1,11 @@
+use std::cell::RefCell;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 
 use agora_proto::v1::{self, TaskReason, TaskState};
 use agora_proto::{AgentId, FrameworkId, TaskId};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::{Layer as _, filter};
 
 use super::reconcile::ReconcileQueue;
 use super::run::log_update;
@@ -54,16 +57,24 @@ fn a_short_list_goes_out_whole_and_clear_drops_the_rest() {
     assert_eq!(queue.next_chunk(), None);
 }
 
-/// The text a test subscriber wrote, shared with the subscriber's writer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+thread_local! {
+    /// Where this thread's log lines go while a test captures them.
+    static CAPTURE: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
+}
 
-impl Write for Captured {
+/// Writes into the capture of the thread the line is logged on.
+struct ThreadCapture;
+
+impl Write for ThreadCapture {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .extend_from_slice(bytes);
+        CAPTURE.with(|capture| {
+            if let Some(captured) = capture.borrow().as_ref() {
+                captured
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .extend_from_slice(bytes);
+            }
+        });
         Ok(bytes.len())
     }
 
@@ -72,18 +83,32 @@ impl Write for Captured {
     }
 }
 
-/// The lines `scenario` logs at INFO and above.
+/// One process-wide subscriber writing INFO and above only on threads that capture: a scoped
+/// subscriber per test races with the binary's other tests over tracing's callsite cache.
+fn install_capturing_subscriber() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let only_capturing_threads = filter::dynamic_filter_fn(|metadata, _| {
+            *metadata.level() <= tracing::Level::INFO
+                && CAPTURE.with(|capture| capture.borrow().is_some())
+        });
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(|| ThreadCapture)
+            .with_filter(only_capturing_threads);
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+    });
+    tracing::callsite::rebuild_interest_cache();
+}
+
+/// The lines `scenario` logs on this thread at INFO and above.
 fn logged(scenario: impl FnOnce()) -> Vec<String> {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, scenario);
+    install_capturing_subscriber();
+    let captured = Arc::new(Mutex::new(Vec::new()));
+    CAPTURE.with(|capture| *capture.borrow_mut() = Some(Arc::clone(&captured)));
+    scenario();
+    CAPTURE.with(|capture| *capture.borrow_mut() = None);
     let bytes = captured
-        .0
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone();
