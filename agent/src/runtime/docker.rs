@@ -381,6 +381,7 @@ impl Runtime for DockerRuntime {
                 .map_err(|error| RuntimeError::Launch {
                     reason: format!("create container {name}: {error}"),
                 })?;
+            tracing::info!(container = %name, container_id = %created.id, %image, "docker container created");
             if let Err(error) = self.docker.start_container(&created.id, None).await {
                 let _ = self
                     .docker

@@ -11,8 +11,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, warn};
 
+use crate::spans::{FrameworkSpan, task_span};
 use crate::{DriverConfig, DriverEvent, EventStream, SdkError};
 
 /// How long to wait for the master to open the stream and send `Subscribed`, before the
@@ -34,6 +35,8 @@ pub struct SchedulerDriver {
 #[derive(Debug)]
 struct Inner {
     client: SchedulerServiceClient<Channel>,
+    /// The framework's name, as subscribed.
+    name: String,
     session: Mutex<Session>,
     stop: CancellationToken,
 }
@@ -83,8 +86,10 @@ impl SchedulerDriver {
         let channel = endpoint.connect_timeout(CONNECT_TIMEOUT).connect_lazy();
         let initial_framework_id =
             Some(FrameworkId::new(config.framework.id.clone())).filter(|id| !id.is_empty());
+        let span = FrameworkSpan::new(&config.framework.name, initial_framework_id.clone());
         let inner = Arc::new(Inner {
             client: SchedulerServiceClient::new(channel),
+            name: config.framework.name.clone(),
             session: Mutex::new(Session {
                 framework_id: initial_framework_id,
                 stream_id: None,
@@ -92,13 +97,19 @@ impl SchedulerDriver {
             stop: CancellationToken::new(),
         });
         let (sender, receiver) = mpsc::channel(config.event_buffer);
-        runtime.spawn(run(Arc::clone(&inner), config, sender));
+        let instrument = span.span().clone();
+        runtime.spawn(run(Arc::clone(&inner), config, sender, span).instrument(instrument));
         Ok((SchedulerDriver { inner }, EventStream::new(receiver)))
     }
 
     /// The framework id, once the master assigned one (or the one configured for failover).
     pub fn framework_id(&self) -> Option<FrameworkId> {
         self.inner.session().framework_id.clone()
+    }
+
+    /// The framework's name, as it subscribes.
+    pub fn framework_name(&self) -> &str {
+        &self.inner.name
     }
 
     /// The current subscription's stream id, `None` while not subscribed.
@@ -284,7 +295,13 @@ impl Inner {
 }
 
 /// The driver's task: subscribe, pump events, re-subscribe with backoff until stopped.
-async fn run(inner: Arc<Inner>, config: DriverConfig, events: mpsc::Sender<DriverEvent>) {
+/// Runs in the framework's span, which learns the framework id at the first subscription.
+async fn run(
+    inner: Arc<Inner>,
+    config: DriverConfig,
+    events: mpsc::Sender<DriverEvent>,
+    mut span: FrameworkSpan,
+) {
     let mut backoff = Backoff::new(config.reconnect_backoff_min, config.reconnect_backoff_max);
     let mut subscribed_before = false;
     let mut outage_reported = false;
@@ -295,6 +312,7 @@ async fn run(inner: Arc<Inner>, config: DriverConfig, events: mpsc::Sender<Drive
             &events,
             &mut subscribed_before,
             &mut backoff,
+            &mut span,
         );
         let end = tokio::select! {
             () = inner.stop.cancelled() => SessionEnd::Stopped,
@@ -366,6 +384,7 @@ async fn subscribe_once(
     events: &mpsc::Sender<DriverEvent>,
     subscribed_before: &mut bool,
     backoff: &mut Backoff,
+    span: &mut FrameworkSpan,
 ) -> SessionEnd {
     let mut framework = config.framework.clone();
     if let Some(framework_id) = inner.session().framework_id.clone() {
@@ -428,6 +447,7 @@ async fn subscribe_once(
                 backoff.reset();
                 let reconnected = *subscribed_before;
                 *subscribed_before = true;
+                span.subscribed(&framework_id);
                 info!(framework_id = %framework_id, reconnected, "framework subscribed");
                 DriverEvent::Subscribed {
                     framework_id,
@@ -451,7 +471,9 @@ async fn subscribe_once(
                     && !status.uuid.is_empty()
                     && let Err(error) = inner.acknowledge(&status).await
                 {
-                    warn!(task_id = %status.task_id, %error, "automatic acknowledgement failed");
+                    task_span(&status.task_id).in_scope(|| {
+                        warn!(%error, "automatic acknowledgement failed");
+                    });
                 }
                 continue;
             }

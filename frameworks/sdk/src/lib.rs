@@ -51,6 +51,7 @@ pub mod http;
 mod placement;
 pub mod runtime;
 pub mod scheduling;
+mod spans;
 pub mod store;
 
 pub use agora_proto::Backoff;

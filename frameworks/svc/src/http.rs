@@ -250,6 +250,7 @@ async fn create_app(State(core): State<CoreHandle>, headers: HeaderMap, body: By
     };
     let ParsedApp { app, warnings } = parsed;
     let app_id = app.id.as_str().to_owned();
+    let created_id = app_id.clone();
     let answer = core
         .call(move |core, now| {
             core.create_app(app, now).map(|answer| {
@@ -262,6 +263,7 @@ async fn create_app(State(core): State<CoreHandle>, headers: HeaderMap, body: By
         None => unavailable(),
         Some(Err(error)) => api_error(error),
         Some(Ok((answer, detail))) => {
+            tracing::info!(app_id = %created_id, deployment_id = %answer.deployment_id, "app created");
             let mut body = detail
                 .and_then(|mut detail| detail.get_mut("app").map(Value::take))
                 .unwrap_or_else(|| json!({}));
@@ -515,7 +517,10 @@ async fn put_app(
     {
         None => unavailable(),
         Some(Err(error)) => api_error(error),
-        Some(Ok(answer)) => deployment_answer(StatusCode::OK, &answer, &warnings),
+        Some(Ok(answer)) => {
+            tracing::info!(%app_id, deployment_id = %answer.deployment_id, "app created or updated");
+            deployment_answer(StatusCode::OK, &answer, &warnings)
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 use super::agents::{Agent, AgentStatus};
 use super::allocator::Quantities;
 use super::tasks::Task;
-use super::{Command, ConnId, Master, MasterError, Now, RegistryUpdate, validation};
+use super::{Command, ConnId, Master, MasterError, Now, RegistryUpdate, task_span, validation};
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> MasterError {
     MasterError::InvalidField {
@@ -194,7 +194,9 @@ impl Master {
             let Some(task) = self.tasks.get(&framework_id, &task_id) else {
                 continue;
             };
+            let _task = task_span(&framework_id, &task_id).entered();
             if !task.is_terminal() {
+                info!(agent_id = %agent_id, state = TaskState::TaskLost.as_str_name(), "task lost: its agent re-registered without it");
                 let status = Self::master_status(
                     now,
                     &framework_id,
@@ -248,6 +250,7 @@ impl Master {
         task_id: &TaskId,
     ) {
         let framework_id = reported.framework_id;
+        let _task = task_span(&framework_id, task_id).entered();
         let mut status = reported.status.unwrap_or_default();
         if matches!(
             status.state(),
@@ -287,9 +290,16 @@ impl Master {
         // restart). A framework that has no record of it (it was replaced, or killed while
         // the master could not reach it) kills it; without this it would run forever. No
         // uuid: the agent resends its own unacknowledged updates.
+        let state = status.state().as_str_name();
+        let previous = previous_state
+            .as_ref()
+            .map_or("none", TaskState::as_str_name);
         if previous_state != Some(status.state()) {
+            info!(agent_id = %agent_id, state, previous, "task adopted from the re-registering agent");
             status.uuid.clear();
             self.send_update(&framework_id, status);
+        } else {
+            debug!(agent_id = %agent_id, state, "task confirmed by the re-registering agent");
         }
     }
 
@@ -362,6 +372,7 @@ impl Master {
         let agent_id = self.agent_on_conn(now, conn)?;
         let framework_id = FrameworkId::new(framework_id);
         let task_id = TaskId::new(status.task_id.clone());
+        let _task = task_span(&framework_id, &task_id).entered();
         if status.agent_id.is_empty() {
             status.agent_id = agent_id.to_string();
         }
@@ -377,20 +388,25 @@ impl Master {
             return Ok(());
         }
         if self.frameworks.get(&framework_id).is_none() {
-            debug!(framework_id = %framework_id, task_id = %task_id, "status update for an unknown framework ignored");
+            debug!("status update for an unknown framework ignored");
             return Ok(());
         }
 
+        let previous_state = self
+            .tasks
+            .get(&framework_id, &task_id)
+            .or_else(|| self.tasks.find_completed(&framework_id, &task_id))
+            .map(Task::state);
         if self.tasks.get(&framework_id, &task_id).is_some() {
             match self.apply_task_status(&framework_id, &task_id, status.clone()) {
                 Ok(true) => self.schedule_allocation(now.instant),
                 Ok(false) => {}
                 Err(error) => {
-                    warn!(framework_id = %framework_id, task_id = %task_id, %error, "status update ignored for the master's state");
+                    warn!(%error, "status update ignored for the master's state");
                 }
             }
         } else if self.tasks.find_completed(&framework_id, &task_id).is_none() {
-            debug!(framework_id = %framework_id, task_id = %task_id, agent_id = %agent_id, "adopting unknown task from agent");
+            info!(agent_id = %agent_id, state = status.state().as_str_name(), "task unknown to the master adopted from its agent's update");
             let task = Task {
                 framework_id: framework_id.clone(),
                 task_id: task_id.clone(),
@@ -405,7 +421,15 @@ impl Master {
             };
             self.track_task(task, &Resources::new());
         }
-        debug!(framework_id = %framework_id, task_id = %task_id, state = status.state().as_str_name(), "status update");
+        let state = status.state().as_str_name();
+        if previous_state == Some(status.state()) {
+            debug!(agent_id = %agent_id, state, uuid = %status.uuid, "status update relayed");
+        } else {
+            let previous = previous_state
+                .as_ref()
+                .map_or("none", TaskState::as_str_name);
+            info!(agent_id = %agent_id, state, previous, uuid = %status.uuid, "status update relayed");
+        }
         self.send_update(&framework_id, status);
         Ok(())
     }
@@ -478,6 +502,8 @@ impl Master {
             if task.is_terminal() {
                 continue;
             }
+            let _task = task_span(&framework_id, &task_id).entered();
+            info!(agent_id = %agent_id, "kill sent to agent: the agent is draining");
             let grace = (task.info.kill_grace_period_seconds > 0.0)
                 .then_some(task.info.kill_grace_period_seconds);
             self.send_to_agent(
@@ -545,6 +571,8 @@ impl Master {
                 TaskReason::ReasonAgentUnreachable,
                 format!("agent {agent_id} is unreachable"),
             );
+            let _task = task_span(&framework_id, &task_id).entered();
+            info!(agent_id = %agent_id, state = state.as_str_name(), "task cut off with its unreachable agent");
             let _ = self.apply_task_status(&framework_id, &task_id, status.clone());
             self.send_update(&framework_id, status);
             if !partition_aware {

@@ -220,6 +220,7 @@ impl Master {
         if self.frameworks.get(framework_id).is_none() {
             return;
         }
+        let _task = super::task_span(framework_id, task_id).entered();
         if let Some(task) = self.tasks.get(framework_id, task_id) {
             let task_agent = task.agent_id.clone();
             let live = !task.is_terminal();
@@ -231,7 +232,7 @@ impl Master {
                         .then_some(task.info.kill_grace_period_seconds)
                 });
                 if self.agents.conn_of(&task_agent).is_some() {
-                    info!(framework_id = %framework_id, task_id = %task_id, agent_id = %task_agent, "held kill forwarded");
+                    info!(agent_id = %task_agent, "held kill sent to agent");
                     self.send_to_agent(
                         &task_agent,
                         v1::master_message::Message::KillTask(v1::KillTask {
@@ -256,7 +257,7 @@ impl Master {
             self.send_update(framework_id, status);
             return;
         }
-        debug!(framework_id = %framework_id, task_id = %task_id, "held request answered: task unknown");
+        debug!("held request answered: task unknown");
         let reason = if request.kill.is_some() {
             TaskReason::ReasonTaskUnknown
         } else {

@@ -41,6 +41,8 @@ mod held_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
+mod span_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;
@@ -297,7 +299,60 @@ impl std::fmt::Debug for Master {
     }
 }
 
+/// The span every log line about one task is written in (as in the agent), so that a grep of
+/// its id follows it through the master.
+pub(crate) fn task_span(framework_id: &FrameworkId, task_id: &TaskId) -> tracing::Span {
+    tracing::info_span!("task", framework_id = %framework_id, task_id = %task_id)
+}
+
+/// The span of a subscription: the framework's name, its principal when it has one, and its id
+/// when it fails over (a newcomer's id is recorded once the master assigns it).
+fn subscribe_span(info: &v1::FrameworkInfo) -> tracing::Span {
+    let span = tracing::info_span!(
+        "framework",
+        name = %info.name,
+        framework_id = tracing::field::Empty,
+        principal = tracing::field::Empty,
+    );
+    if !info.id.is_empty() {
+        span.record("framework_id", tracing::field::display(&info.id));
+    }
+    if !info.principal.is_empty() {
+        span.record("principal", tracing::field::display(&info.principal));
+    }
+    span
+}
+
 impl Master {
+    /// The span of a call of framework `framework_id`, with its name and principal when the
+    /// master knows them (looked up only when the span is enabled: a quiet master pays nothing).
+    pub(crate) fn framework_span(&self, framework_id: &str) -> tracing::Span {
+        let span = tracing::info_span!(
+            "framework",
+            framework_id = %framework_id,
+            name = tracing::field::Empty,
+            principal = tracing::field::Empty,
+        );
+        if span.is_disabled() {
+            return span;
+        }
+        if let Some(framework) = self.frameworks.get(&FrameworkId::new(framework_id)) {
+            span.record("name", tracing::field::display(&framework.info.name));
+            if !framework.info.principal.is_empty() {
+                span.record(
+                    "principal",
+                    tracing::field::display(&framework.info.principal),
+                );
+            }
+        }
+        span
+    }
+
+    /// [`Master::framework_span`] of the framework a scheduler call names in its header.
+    fn call_span(&self, header: Option<&v1::CallHeader>) -> tracing::Span {
+        self.framework_span(header.map_or("", |header| header.framework_id.as_str()))
+    }
+
     /// A master starting at `now`, recovering agents and frameworks from `registry`. Recovered
     /// agents wait `agent_reregister_timeout` to re-register; recovered frameworks get their
     /// failover timeout from `now` to re-subscribe.

@@ -12,7 +12,10 @@ use super::agents::AgentStatus;
 use super::allocator::Quantities;
 use super::frameworks::{Framework, FrameworkConnection};
 use super::tasks::Task;
-use super::{Command, ConnId, Master, MasterError, Now, RegistryUpdate, validation};
+use super::{
+    Command, ConnId, Master, MasterError, Now, RegistryUpdate, subscribe_span, task_span,
+    validation,
+};
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> MasterError {
     MasterError::InvalidField {
@@ -40,6 +43,7 @@ impl Master {
         mut info: v1::FrameworkInfo,
         suppressed: bool,
     ) -> Result<v1::Subscribed, MasterError> {
+        let _framework = subscribe_span(&info).entered();
         validation::framework_info(&info)?;
         if !info.id.is_empty() {
             let requested = FrameworkId::new(info.id.clone());
@@ -55,7 +59,10 @@ impl Master {
         }
 
         let framework_id = if info.id.is_empty() {
-            FrameworkId::generate()
+            let assigned = FrameworkId::generate();
+            // The subscription's span (`subscribe_span`) names the framework from now on.
+            tracing::Span::current().record("framework_id", tracing::field::display(&assigned));
+            assigned
         } else {
             FrameworkId::new(info.id.clone())
         };
@@ -144,6 +151,11 @@ impl Master {
     /// The subscription stream `conn` ended; the framework's failover timer starts if it was
     /// the current one.
     pub fn framework_disconnected(&mut self, now: Now, conn: ConnId) {
+        let span = match self.frameworks.by_conn.get(&conn) {
+            Some(framework_id) => self.framework_span(framework_id.as_str()),
+            None => tracing::Span::none(),
+        };
+        let _framework = span.entered();
         let Some(framework_id) = self.frameworks.by_conn.remove(&conn) else {
             return;
         };
@@ -180,8 +192,10 @@ impl Master {
                 continue;
             };
             let agent_id = task.agent_id.clone();
+            let _task = task_span(framework_id, &task_id).entered();
             if !task.is_terminal() {
                 agents_to_shut_down.insert(agent_id.clone());
+                info!(agent_id = %agent_id, state = TaskState::TaskKilled.as_str_name(), reason = why, "task killed: framework removed");
                 let status = Self::master_status(
                     now,
                     framework_id,
@@ -219,6 +233,7 @@ impl Master {
 
     /// Removes the framework: kills its tasks, rescinds its offers, closes its stream.
     pub fn teardown(&mut self, now: Now, request: v1::TeardownRequest) -> Result<(), MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         let framework_id = self.check_caller(request.header.as_ref())?;
         if let Some(conn) = self.remove_framework(now, &framework_id, "torn down") {
             self.commands.push(Command::CloseFramework {
@@ -310,6 +325,12 @@ impl Master {
             })
             .collect();
         for status in statuses {
+            let _task = task_span(framework_id, &TaskId::new(status.task_id.clone())).entered();
+            info!(
+                state = status.state().as_str_name(),
+                reason = status.reason().as_str_name(),
+                "launch refused"
+            );
             self.send_update(framework_id, status);
         }
     }
@@ -320,6 +341,7 @@ impl Master {
         now: Now,
         request: v1::AcceptRequest,
     ) -> Result<v1::AcceptResponse, MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         let framework_id = self.check_caller(request.header.as_ref())?;
 
         let offers_checked = if request.offer_ids.is_empty() {
@@ -404,6 +426,7 @@ impl Master {
         }
         let mut needed = Resources::new();
         let mut launched = Vec::with_capacity(tasks.len());
+        let mut launched_ids = Vec::with_capacity(tasks.len());
         let mut launched_infos = Vec::with_capacity(tasks.len());
         for valid in tasks {
             needed.add(&valid.resources);
@@ -431,6 +454,7 @@ impl Master {
                 &valid.resources,
             );
             launched.push(valid.task_id.to_string());
+            launched_ids.push(valid.task_id);
             launched_infos.push(info);
         }
         let mut unused = offered;
@@ -442,7 +466,7 @@ impl Master {
                 .install(&framework_id, &agent_id, unused, now.instant + refuse);
         }
         if !launched_infos.is_empty() {
-            info!(framework_id = %framework_id, agent_id = %agent_id, tasks = launched_infos.len(), "launching tasks");
+            debug!(framework_id = %framework_id, agent_id = %agent_id, tasks = launched_infos.len(), "launching tasks");
             self.send_to_agent(
                 &agent_id,
                 v1::master_message::Message::LaunchTasks(v1::LaunchTasks {
@@ -450,6 +474,10 @@ impl Master {
                     tasks: launched_infos,
                 }),
             );
+            for task_id in &launched_ids {
+                let _task = task_span(&framework_id, task_id).entered();
+                info!(agent_id = %agent_id, "launch sent to agent");
+            }
         }
         self.schedule_allocation(now.instant);
         Ok(v1::AcceptResponse {
@@ -553,6 +581,7 @@ impl Master {
 
     /// Returns offers and filters their resources for `refuse_seconds`.
     pub fn decline(&mut self, now: Now, request: v1::DeclineRequest) -> Result<(), MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         let framework_id = self.check_caller(request.header.as_ref())?;
         let refuse = self.refuse_duration(request.filters.as_ref())?;
         let offer_ids = self.outstanding_offers(&framework_id, &request.offer_ids)?;
@@ -589,6 +618,7 @@ impl Master {
 
     /// Clears the framework's filters and resumes offers.
     pub fn revive(&mut self, now: Now, request: v1::ReviveRequest) -> Result<(), MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         let framework_id = self.check_caller(request.header.as_ref())?;
         let cleared = self.filters.clear_framework(&framework_id);
         if let Some(framework) = self.frameworks.get_mut(&framework_id) {
@@ -601,6 +631,7 @@ impl Master {
 
     /// Stops offers to the framework until it revives.
     pub fn suppress(&mut self, _now: Now, request: v1::SuppressRequest) -> Result<(), MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         let framework_id = self.check_caller(request.header.as_ref())?;
         if let Some(framework) = self.frameworks.get_mut(&framework_id) {
             framework.suppressed = true;
@@ -643,6 +674,7 @@ impl Master {
 
     /// Kills a task.
     pub fn kill(&mut self, now: Now, request: v1::KillRequest) -> Result<(), MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         let framework_id = self.check_caller(request.header.as_ref())?;
         validation::id("task_id", &request.task_id)?;
         validation::optional_id("agent_id", &request.agent_id)?;
@@ -650,9 +682,15 @@ impl Master {
             validation::duration("grace_period_seconds", grace)?;
         }
         let task_id = TaskId::new(request.task_id.clone());
+        let _task = task_span(&framework_id, &task_id).entered();
+        info!(grace_period_seconds = ?request.grace_period_seconds, "kill asked");
         if let Some(task) = self.tasks.get(&framework_id, &task_id) {
             if task.is_terminal() {
                 let status = task.status.clone();
+                debug!(
+                    state = status.state().as_str_name(),
+                    "kill of an ended task: its last status answered"
+                );
                 self.send_update(&framework_id, status);
                 return Ok(());
             }
@@ -666,7 +704,7 @@ impl Master {
                 self.hold_kill_for_agent(&agent_id, &framework_id, &task_id, grace);
                 return Ok(());
             }
-            info!(framework_id = %framework_id, task_id = %task_id, agent_id = %agent_id, "killing task");
+            info!(agent_id = %agent_id, "kill sent to agent");
             self.send_to_agent(
                 &agent_id,
                 v1::master_message::Message::KillTask(v1::KillTask {
@@ -679,6 +717,10 @@ impl Master {
         }
         if let Some(task) = self.tasks.find_completed(&framework_id, &task_id) {
             let status = task.status.clone();
+            debug!(
+                state = status.state().as_str_name(),
+                "kill of an ended task: its last status answered"
+            );
             self.send_update(&framework_id, status);
             return Ok(());
         }
@@ -688,7 +730,7 @@ impl Master {
             // Its agent may still re-register with it: kill it then, or answer once that
             // agent is declared unreachable. Answering TASK_LOST now would make the
             // framework forget a task that is still running.
-            info!(framework_id = %framework_id, task_id = %task_id, ?held_for, "kill of a task on a recovering agent held");
+            info!(?held_for, "kill of a task on a recovering agent held");
             self.awaiting.hold_kill(
                 held_for,
                 framework_id,
@@ -706,6 +748,10 @@ impl Master {
             agent_id.as_ref(),
             TaskReason::ReasonTaskUnknown,
         );
+        info!(
+            state = status.state().as_str_name(),
+            "kill of a task unknown to the master answered"
+        );
         self.send_update(&framework_id, status);
         Ok(())
     }
@@ -716,6 +762,7 @@ impl Master {
         _now: Now,
         request: v1::AcknowledgeRequest,
     ) -> Result<(), MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         let framework_id = self.check_caller(request.header.as_ref())?;
         validation::id("task_id", &request.task_id)?;
         validation::optional_id("agent_id", &request.agent_id)?;
@@ -727,6 +774,7 @@ impl Master {
             ));
         }
         let task_id = TaskId::new(request.task_id.clone());
+        let _task = task_span(&framework_id, &task_id).entered();
         let live = self.tasks.get(&framework_id, &task_id);
         let known = live.or_else(|| self.tasks.find_completed(&framework_id, &task_id));
         // An agent sends a task's updates one at a time and moves on only once the oldest is
@@ -759,6 +807,7 @@ impl Master {
         };
         let retire =
             live.is_some_and(|task| task.is_terminal() && task.status.uuid == request.uuid);
+        debug!(agent_id = %agent_id, uuid = %request.uuid, "acknowledgement forwarded to agent");
         self.send_to_agent(
             &agent_id,
             v1::master_message::Message::AckStatus(v1::AckStatus {
@@ -791,6 +840,7 @@ impl Master {
         now: Now,
         request: v1::ReconcileRequest,
     ) -> Result<(), MasterError> {
+        let _framework = self.call_span(request.header.as_ref()).entered();
         let framework_id = self.check_caller(request.header.as_ref())?;
         for (index, listed) in request.tasks.iter().enumerate() {
             validation::id(&format!("tasks[{index}].task_id"), &listed.task_id)?;

@@ -92,7 +92,8 @@ impl Master {
         }
 
         for framework_id in self.frameworks.failed_over(instant) {
-            info!(framework_id = %framework_id, "framework failover timeout expired");
+            let _framework = self.framework_span(framework_id.as_str()).entered();
+            info!("framework failover timeout expired");
             self.remove_framework(now, &framework_id, "failover timeout expired");
         }
 

@@ -96,6 +96,11 @@ impl Daemon {
         &self.name
     }
 
+    /// The daemon's log file (stdout and stderr of every incarnation).
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+
     /// Starts the process (again) with the same command line.
     pub fn start(&mut self) -> Result<(), DaemonError> {
         self.reap();

@@ -258,7 +258,7 @@ impl BatchCore {
         };
         self.jobs.insert(spec.id.clone(), record.clone());
         self.persist(StoreOp::PutJob(Box::new(record)));
-        tracing::info!(job = %spec.id, "job created");
+        tracing::info!(job_id = %spec.id, "job created");
         let run = if spec.schedule.is_none() {
             Some(self.create_run(&spec.id, Trigger::Submit, None, now))
         } else {
@@ -315,7 +315,7 @@ impl BatchCore {
         }
         self.jobs.remove(job_id);
         self.persist(StoreOp::DeleteJob(job_id.clone()));
-        tracing::info!(job = %job_id, "job deleted");
+        tracing::info!(job_id = %job_id, "job deleted");
         self.evaluate(now);
         Ok(())
     }
@@ -522,7 +522,7 @@ impl BatchCore {
         let run_id = RunId(self.meta.next_run_id.max(1));
         self.meta.next_run_id = run_id.0 + 1;
         let run = Run::new(run_id, spec, trigger, scheduled_for, now);
-        tracing::info!(job = %job_id, run = %run_id, ?trigger, "run created");
+        tracing::info!(job_id = %job_id, run_id = %run_id, ?trigger, "run created");
         self.persist(StoreOp::PutMeta(self.meta.clone()));
         self.persist(StoreOp::PutRun(Box::new(run.header())));
         self.runs.insert(run_id, run);
@@ -542,7 +542,7 @@ impl BatchCore {
             }
         };
         let job_id = run.job_id.clone();
-        tracing::info!(job = %job_id, run = %run_id, %phase, message = %run.message, "run finished");
+        tracing::info!(job_id = %job_id, run_id = %run_id, %phase, message = %run.message, "run finished");
         let stored = Box::new(run.header());
         let killed: Vec<Attempt> = to_kill
             .into_iter()
@@ -633,7 +633,7 @@ impl BatchCore {
             if let Some(run) = self.runs.get_mut(&run_id)
                 && run.start(now).is_ok()
             {
-                tracing::info!(job = %run.job_id, run = %run_id, "run started");
+                tracing::info!(job_id = %run.job_id, run_id = %run_id, "run started");
                 let stored = Box::new(run.header());
                 self.persist(StoreOp::PutRun(stored));
             }

@@ -161,12 +161,12 @@ fn place_run(run: &mut Run, slots: &mut [OfferSlot], now: Timestamp) -> (usize, 
                     slot.offer.hostname().to_owned(),
                     now,
                 ));
-                tracing::debug!(job = %run.job_id, run = %run.id, task_id = %task.task_id, agent = %slot.offer.hostname(), "launching attempt");
+                tracing::info!(job_id = %run.job_id, run_id = %run.id, task_id = %task.task_id, agent_id = %slot.offer.agent_id(), host = slot.offer.hostname(), "attempt placed");
                 slot.tasks.push(task);
                 launched += 1;
             }
             Err(error) => {
-                tracing::warn!(%error, job = %run.job_id, "planned attempt does not fit its offer");
+                tracing::warn!(%error, job_id = %run.job_id, "planned attempt does not fit its offer");
             }
         }
     }

@@ -101,7 +101,7 @@ impl BatchCore {
         };
         self.metrics.schedule_missed += superseded;
         if superseded > 0 {
-            tracing::warn!(job = %job_id, superseded, %due, "schedule times missed; only the latest one counts");
+            tracing::warn!(job_id = %job_id, superseded, %due, "schedule times missed; only the latest one counts");
         }
         if let Some(job) = self.jobs.get_mut(job_id) {
             job.last_schedule_time = Some(due);
@@ -113,7 +113,7 @@ impl BatchCore {
             && late > SignedDuration::from_secs(i64::try_from(deadline).unwrap_or(i64::MAX))
         {
             self.metrics.schedule_skips += 1;
-            tracing::warn!(job = %job_id, %due, late_seconds = late.as_secs(), deadline, "schedule fire skipped: past startingDeadlineSeconds");
+            tracing::warn!(job_id = %job_id, %due, late_seconds = late.as_secs(), deadline, "schedule fire skipped: past startingDeadlineSeconds");
             return;
         }
         let active: Vec<RunId> = self
@@ -127,7 +127,7 @@ impl BatchCore {
                 ConcurrencyPolicy::Allow => {}
                 ConcurrencyPolicy::Forbid => {
                     self.metrics.schedule_skips += 1;
-                    tracing::info!(job = %job_id, %due, ?active, "schedule fire skipped: FORBID and a run is active");
+                    tracing::info!(job_id = %job_id, %due, ?active, "schedule fire skipped: FORBID and a run is active");
                     return;
                 }
                 ConcurrencyPolicy::Replace => {

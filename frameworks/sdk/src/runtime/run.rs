@@ -9,11 +9,13 @@ use agora_proto::{AgentId, Clock, SystemClock, TaskId};
 use futures::{FutureExt as _, StreamExt as _};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::calls::CallReceiver;
 use super::command::{Command, LaunchFailure};
 use super::framework::{FrameworkCore, FrameworkStore};
 use super::reconcile::ReconcileQueue;
+use crate::spans::{FrameworkSpan, task_span};
 use crate::{DriverEvent, EventStream, SchedulerDriver};
 
 /// The runtime's tunables.
@@ -67,6 +69,8 @@ pub struct Runtime<C: FrameworkCore, S> {
     notices: Option<broadcast::Sender<C::Notice>>,
     clock: Arc<dyn Clock>,
     reconciling: ReconcileQueue,
+    /// The span the loop runs in; it learns the framework id at the first subscription.
+    span: FrameworkSpan,
 }
 
 impl<C, S> Runtime<C, S>
@@ -78,6 +82,7 @@ where
     /// with `auto_acknowledge` off: the runtime acknowledges once updates are stored).
     pub fn new(core: C, store: Arc<S>, driver: SchedulerDriver, config: RuntimeConfig) -> Self {
         let reconciling = ReconcileQueue::new(config.reconcile_chunk);
+        let span = FrameworkSpan::new(driver.framework_name(), driver.framework_id());
         Runtime {
             core,
             store,
@@ -86,6 +91,7 @@ where
             notices: None,
             clock: Arc::new(SystemClock),
             reconciling,
+            span,
         }
     }
 
@@ -104,18 +110,35 @@ where
     /// Runs until `cancel` is cancelled or every [`CoreCalls`](super::CoreCalls) handle is
     /// dropped (`Ok`), a store write fails, or the master ends the framework. Stops the
     /// driver on the way out (without tearing the framework down).
+    ///
+    /// Everything it logs is in the framework's span (`framework{name, framework_id}`).
     pub async fn run(
+        self,
+        driver_events: EventStream,
+        calls: CallReceiver<C>,
+        cancel: CancellationToken,
+    ) -> Result<(), RuntimeError<S::Error>> {
+        let span = self.span.span().clone();
+        self.run_in_span(driver_events, calls, cancel)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_in_span(
         mut self,
         mut driver_events: EventStream,
         mut calls: CallReceiver<C>,
         cancel: CancellationToken,
     ) -> Result<(), RuntimeError<S::Error>> {
         let (acknowledgements, to_acknowledge) = mpsc::unbounded_channel();
-        tokio::spawn(acknowledge(
-            self.driver.clone(),
-            to_acknowledge,
-            self.config.acks_in_flight.max(1),
-        ));
+        tokio::spawn(
+            acknowledge(
+                self.driver.clone(),
+                to_acknowledge,
+                self.config.acks_in_flight.max(1),
+            )
+            .instrument(self.span.span().clone()),
+        );
         let mut ticker = tokio::time::interval(self.config.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
@@ -197,6 +220,7 @@ where
                     framework_id,
                     reconnected,
                 } => {
+                    self.span.subscribed(&framework_id);
                     tracing::info!(%framework_id, reconnected, "subscribed to the master");
                     // What a previous subscription still had to reconcile is asked again
                     // by the core, in full.
@@ -248,6 +272,9 @@ where
         if updates.is_empty() {
             return;
         }
+        for status in updates.iter() {
+            log_update(status);
+        }
         self.core.on_updates(updates, now);
         to_acknowledge.extend(updates.drain(..).filter(|status| !status.uuid.is_empty()));
     }
@@ -291,9 +318,12 @@ where
                     }
                 }
                 Command::Kill { task_id, agent_id } => {
-                    tracing::info!(%task_id, %agent_id, "killing task");
-                    if let Err(error) = self.driver.kill(&task_id, &agent_id).await {
-                        tracing::warn!(%error, %task_id, "kill not sent");
+                    let span = task_span(task_id.as_str());
+                    match self.driver.kill(&task_id, &agent_id).await {
+                        Ok(()) => span.in_scope(|| tracing::info!(%agent_id, "kill sent")),
+                        Err(error) => {
+                            span.in_scope(|| tracing::warn!(%agent_id, %error, "kill not sent"));
+                        }
                     }
                 }
                 Command::Revive => {
@@ -335,15 +365,28 @@ where
         let driver = &self.driver;
         futures::stream::iter(launches)
             .map(|(offer_id, tasks)| async move {
-                let task_ids: Vec<TaskId> = tasks
+                let placed: Vec<(TaskId, String)> = tasks
                     .iter()
-                    .map(|task| TaskId::new(task.task_id.clone()))
+                    .map(|task| (TaskId::new(task.task_id.clone()), task.agent_id.clone()))
                     .collect();
                 match driver.launch(offer_id.clone(), tasks).await {
-                    Ok(_) => None,
+                    Ok(_) => {
+                        // The master launches all of an accept's tasks or none.
+                        for (task_id, agent_id) in &placed {
+                            task_span(task_id.as_str()).in_scope(|| {
+                                tracing::info!(%agent_id, %offer_id, "launch sent");
+                            });
+                        }
+                        None
+                    }
                     Err(error) => {
                         let failure = LaunchFailure::of(&error);
-                        tracing::warn!(%error, %offer_id, tasks = task_ids.len(), ?failure, "launch failed");
+                        for (task_id, agent_id) in &placed {
+                            task_span(task_id.as_str()).in_scope(|| {
+                                tracing::warn!(%agent_id, %offer_id, %error, ?failure, "launch failed");
+                            });
+                        }
+                        let task_ids = placed.into_iter().map(|(task_id, _)| task_id).collect();
                         Some((task_ids, failure))
                     }
                 }
@@ -386,12 +429,34 @@ async fn acknowledge(
         .map(|status| {
             let driver = driver.clone();
             async move {
-                if let Err(error) = driver.acknowledge(&status).await {
-                    tracing::debug!(%error, task_id = %status.task_id, "acknowledgement not sent");
-                }
+                let result = driver.acknowledge(&status).await;
+                task_span(&status.task_id).in_scope(|| match result {
+                    Ok(()) => tracing::debug!(uuid = %status.uuid, "status update acknowledged"),
+                    Err(error) => {
+                        tracing::debug!(uuid = %status.uuid, %error, "acknowledgement not sent");
+                    }
+                });
             }
         })
         .buffer_unordered(in_flight)
         .for_each(|()| async {})
         .await;
+}
+
+/// Logs a status update the framework received, in its task's span: at INFO when it is news
+/// (an agent's update, or one the master made: lost, dropped, adopted), at DEBUG when it answers
+/// reconciliation about a task still alive, which mostly confirms what the framework knows.
+pub(super) fn log_update(status: &v1::TaskStatus) {
+    let state = status.state();
+    let confirmation =
+        status.reason() == v1::TaskReason::ReasonReconciliation && !agora_proto::is_terminal(state);
+    task_span(&status.task_id).in_scope(|| {
+        let state = state.as_str_name();
+        let reason = status.reason().as_str_name();
+        if confirmation {
+            tracing::debug!(agent_id = %status.agent_id, state, "reconciliation answered");
+        } else {
+            tracing::info!(agent_id = %status.agent_id, state, reason, healthy = ?status.healthy, "status update received");
+        }
+    });
 }

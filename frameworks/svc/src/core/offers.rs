@@ -293,6 +293,13 @@ impl SvcCore {
                     }
                     self.instances.insert(instance);
                     self.persist_instance(&task_id);
+                    tracing::info!(
+                        app_id = %app_id,
+                        task_id = %task_id,
+                        agent_id = %offer.agent_id(),
+                        host = offer.hostname(),
+                        "instance placed"
+                    );
                     if let Some(tasks) = launches.get_mut(index) {
                         tasks.push(task);
                     }
