@@ -425,7 +425,7 @@ impl AgentCore {
             TaskState::TaskKilled => self.metrics.tasks_killed += 1,
             _ => {}
         }
-        tracing::info!(state = state.as_str_name(), message = %status.message, uuid = %status.uuid, "task status");
+        tracing::info!(state = state.as_str_name(), status_message = %status.message, uuid = %status.uuid, "task status");
         self.commands.push(Command::AppendUpdate {
             key: key.clone(),
             record: UpdateRecord::Update(status.clone()),

@@ -542,7 +542,7 @@ impl BatchCore {
             }
         };
         let job_id = run.job_id.clone();
-        tracing::info!(job_id = %job_id, run_id = %run_id, %phase, message = %run.message, "run finished");
+        tracing::info!(job_id = %job_id, run_id = %run_id, %phase, run_message = %run.message, "run finished");
         let stored = Box::new(run.header());
         let killed: Vec<Attempt> = to_kill
             .into_iter()

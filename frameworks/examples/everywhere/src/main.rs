@@ -172,7 +172,7 @@ impl FrameworkCore for Everywhere {
         for status in statuses {
             let state = status.state();
             let agent_id = AgentId::new(status.agent_id.clone());
-            tracing::info!(task_id = %status.task_id, ?state, message = %status.message, "task update");
+            tracing::info!(task_id = %status.task_id, ?state, status_message = %status.message, "task update");
             let Some(copy) = self.copies.get_mut(&agent_id) else {
                 continue;
             };
