@@ -655,10 +655,16 @@ mod tests {
         assert_eq!(parse_task_id("other-framework-task"), None);
     }
 
+    /// An attempt just launched, and the time it was launched at.
+    fn launching() -> (Attempt, Timestamp) {
+        let now = Timestamp::UNIX_EPOCH;
+        let attempt = Attempt::launching(0, "a.r1.a0".into(), "ag".into(), "h".into(), now);
+        (attempt, now)
+    }
+
     #[test]
     fn attempts_refuse_updates_after_the_end() {
-        let now = Timestamp::UNIX_EPOCH;
-        let mut attempt = Attempt::launching(0, "a.r1.a0".into(), "ag".into(), "h".into(), now);
+        let (mut attempt, now) = launching();
         assert_eq!(
             attempt.observe(TaskState::TaskRunning, None, "", now),
             Ok(AttemptOutcome::Progress)
@@ -677,8 +683,7 @@ mod tests {
 
     #[test]
     fn a_running_attempt_never_goes_back_to_starting() {
-        let now = Timestamp::UNIX_EPOCH;
-        let mut attempt = Attempt::launching(0, "a.r1.a0".into(), "ag".into(), "h".into(), now);
+        let (mut attempt, now) = launching();
         assert_eq!(
             attempt.observe(TaskState::TaskStarting, None, "", now),
             Ok(AttemptOutcome::Progress)
@@ -699,8 +704,7 @@ mod tests {
 
     #[test]
     fn an_attempt_lost_before_it_started_does_not_count() {
-        let now = Timestamp::UNIX_EPOCH;
-        let mut attempt = Attempt::launching(0, "a.r1.a0".into(), "ag".into(), "h".into(), now);
+        let (mut attempt, now) = launching();
         assert_eq!(
             attempt.observe(TaskState::TaskLost, None, "unknown", now),
             Ok(AttemptOutcome::NotStarted)
